@@ -1,0 +1,138 @@
+"""Schema of the abm trajectory file: format name and version, declared specs, layout names, value conversion.
+
+This module (like all of :mod:`abm.io`) knows nothing about the model. It only describes what a trajectory
+file holds and how Python values map to HDF5 attributes and datasets.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import h5py
+import numpy as np
+
+FORMAT_NAME = "abm-trajectory"
+FORMAT_VERSION = "1.0"
+H5MD_VERSION = (1, 1)
+PARTIAL_SUFFIX = ".partial"
+
+#: Root attributes written by the writer itself; a caller's ``attrs`` may not use these names.
+RESERVED_ROOT_ATTRS = frozenset({"format_name", "format_version", "complete", "status", "created", "finished"})
+
+#: Event table columns, in order, with their on-disk kind ("int", "float", "str").
+EVENT_COLUMNS: dict[str, str] = {
+    "step": "int",
+    "time": "float",
+    "kind": "str",
+    "drug": "str",
+    "route": "str",
+    "dose": "float",
+    "unit": "str",
+    "amount": "float",
+    "note": "str",
+}
+#: Optional event fields accepted by ``add_event(**fields)``; absent strings are "" and absent numbers NaN.
+EVENT_FIELDS = ("drug", "route", "dose", "unit", "amount", "note")
+
+STR_DTYPE = h5py.string_dtype("utf-8")
+
+
+@dataclass(frozen=True)
+class ObservableSpec:
+    """A per-step scalar time series declared before the run starts.
+
+    Parameters
+    ----------
+    name : str
+        Dataset group name under ``/observables`` (no ``/``).
+    units : str
+        Units of the values, e.g. ``"cells"``, ``"pM"``, ``"1"``.
+    dtype : str
+        numpy dtype name of the stored values (default ``"float64"``).
+    description : str
+        Free text, stored as the ``description`` attribute.
+    """
+
+    name: str
+    units: str
+    dtype: str = "float64"
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class SpeciesSpec:
+    """A diffusing species whose field is stored with every snapshot, e.g. ``SpeciesSpec("il2", "pM")``."""
+
+    name: str
+    units: str
+
+
+def check_name(name: str, what: str) -> str:
+    """Validate a name used as an HDF5 group name; return it."""
+    if not isinstance(name, str) or not name or "/" in name or name in (".", "..") or name != name.strip():
+        raise ValueError(f"invalid {what} name {name!r}: must be a non-empty string without '/' or padding")
+    return name
+
+
+def to_h5_value(value: Any, where: str) -> Any:
+    """Convert a Python value to something h5py stores as an attribute or scalar dataset.
+
+    ``None`` becomes an HDF5 empty (null) value, which reads back as ``None`` through :func:`from_h5_value`.
+    Strings are stored as UTF-8 variable-length strings.
+    """
+    if value is None:
+        return h5py.Empty("f8")
+    if isinstance(value, (bool, np.bool_)):
+        return np.bool_(value)
+    if isinstance(value, (int, np.integer)):
+        return np.int64(value)
+    if isinstance(value, (float, np.floating)):
+        return np.float64(value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple, np.ndarray)):
+        arr = np.asarray(value)
+        if arr.ndim == 1 and arr.dtype.kind in "biuf":
+            return arr
+        if arr.ndim == 1 and arr.dtype.kind == "U":
+            return np.array([str(v) for v in arr], dtype=STR_DTYPE)
+    raise TypeError(
+        f"{where}: cannot store value {value!r} of type {type(value).__name__}; "
+        "use None, bool, int, float, str or a 1-D list of numbers or strings"
+    )
+
+
+def from_h5_value(value: Any) -> Any:
+    """Convert an attribute or scalar dataset value read by h5py back to a plain Python value."""
+    if isinstance(value, h5py.Empty):
+        return None
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.ndarray):
+        if value.ndim == 0:
+            return from_h5_value(value[()])
+        if value.dtype.kind in "OS":
+            return [v.decode("utf-8") if isinstance(v, bytes) else v for v in value.tolist()]
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value
+
+
+def format_major(version: str) -> int:
+    """Major part of a ``"MAJOR.MINOR"`` format version string."""
+    try:
+        return int(str(version).split(".")[0])
+    except ValueError as exc:  # pragma: no cover - only for corrupt files
+        raise ValueError(f"unreadable format_version {version!r}") from exc
+
+
+def nan_if_none(value: Any) -> float:
+    """Event numeric fields: ``None`` means absent (NaN)."""
+    return math.nan if value is None else float(value)

@@ -1,0 +1,113 @@
+"""Per-step measurements over the cell arrays and fields: O(cells + sites), no allocation."""
+
+import math
+
+import numba
+import numpy as np
+
+from abm.kernels.cells import TUMOUR
+from abm.kernels.config import JIT
+
+
+def caliper_directions(ndim: int, n: int = 0) -> np.ndarray:
+    """Unit vectors for the caliper diameter: ``n`` angles over a half circle (2D) or a Fibonacci half-sphere
+    (3D). The largest spread over them underestimates the true longest diameter by at most 1 - cos(pi / 2n)."""
+    if ndim == 2:
+        n = n or 90
+        a = np.pi * np.arange(n) / n
+        return np.stack([np.cos(a), np.sin(a), np.zeros(n)], axis=1)
+    n = n or 200
+    k = np.arange(2 * n) + 0.5
+    zc = 1 - k / n  # (-1, 1)
+    phi = np.pi * (1 + 5**0.5) * k
+    r = np.sqrt(1 - zc**2)
+    d = np.stack([r * np.cos(phi), r * np.sin(phi), zc], axis=1)
+    return np.ascontiguousarray(d[d[:, 2] >= 0])
+
+
+@numba.njit(**JIT)
+def tumour_geometry(ctype, site, n, nx, ny, directions, line_lo, line_hi, centroid):
+    """Tumour cell count, centroid (site coordinates, written to ``centroid``) and the caliper longest diameter
+    in sites (centre-to-centre spread + 1 cell).
+
+    Along a lattice line (fixed y, z) a projection is linear in x, so its extremes over the tumour are attained
+    at the two extreme tumour cells of some line: the caliper runs over at most 2 * ny * nz points.
+    ``line_lo`` and ``line_hi`` are int64 scratch arrays of size ny * nz."""
+    nlines = line_lo.shape[0]
+    for k in range(nlines):
+        line_lo[k] = nx
+        line_hi[k] = -1
+    cnt = 0
+    sx = 0.0
+    sy = 0.0
+    sz = 0.0
+    for i in range(n):
+        if ctype[i] != TUMOUR:
+            continue
+        s = site[i]
+        x = s % nx
+        line = s // nx
+        cnt += 1
+        sx += x
+        sy += line % ny
+        sz += line // ny
+        if x < line_lo[line]:
+            line_lo[line] = x
+        if x > line_hi[line]:
+            line_hi[line] = x
+    if cnt == 0:
+        centroid[0] = math.nan
+        centroid[1] = math.nan
+        centroid[2] = math.nan
+        return 0, 0.0
+    centroid[0] = sx / cnt
+    centroid[1] = sy / cnt
+    centroid[2] = sz / cnt
+    best = 0.0
+    for k in range(directions.shape[0]):
+        d0 = directions[k, 0]
+        d1 = directions[k, 1]
+        d2 = directions[k, 2]
+        lo = math.inf
+        hi = -math.inf
+        for line in range(nlines):
+            if line_hi[line] < 0:
+                continue
+            q = d1 * (line % ny) + d2 * (line // ny)
+            a = d0 * line_lo[line] + q
+            b = d0 * line_hi[line] + q
+            if a > b:
+                a, b = b, a
+            if a < lo:
+                lo = a
+            if b > hi:
+                hi = b
+        if hi - lo > best:
+            best = hi - lo
+    return cnt, best + 1.0
+
+
+@numba.njit(**JIT)
+def field_stats(conc, ctype, site, n, out):
+    """Per species: mean over the lattice, max, and mean over sites holding tumour cells (nan if none).
+    ``out`` is (n_species, 3)."""
+    ns = conc.shape[0]
+    nsites = conc.shape[1]
+    for sp in range(ns):
+        tot = 0.0
+        mx = 0.0
+        for s in range(nsites):
+            v = conc[sp, s]
+            tot += v
+            if v > mx:
+                mx = v
+        out[sp, 0] = tot / nsites
+        out[sp, 1] = mx
+        tt = 0.0
+        cnt = 0
+        for i in range(n):
+            if ctype[i] == TUMOUR:
+                tt += conc[sp, site[i]]
+                cnt += 1
+        out[sp, 2] = tt / cnt if cnt > 0 else math.nan
+    return out

@@ -1,0 +1,185 @@
+"""Observables: what is measured every step (SCIENCE.md s6) and the per-run outcome (RECIST-like).
+
+The per-step schema is declared up front from the parameters (:func:`observable_specs`), so an output file's
+layout is fixed before the first step. :func:`run_outcome` works on plain arrays and so applies equally to a model
+in memory and to a trajectory read back from disk.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from abm.kernels import cells as K
+from abm.kernels.observe import caliper_directions, field_stats, tumour_geometry
+from abm.params import Params, ResponseParams
+
+
+@dataclass(frozen=True)
+class Observable:
+    name: str
+    units: str
+    description: str
+
+
+COUNTER_UNITS = "cells/step"
+_COUNTER_DOCS = {
+    "divisions_tumour": "tumour cell divisions this step",
+    "divisions_tumour_blocked": "tumour divisions that found no free neighbour (contact inhibition)",
+    "divisions_ctl": "IL-2-driven CTL divisions",
+    "kills_ctl": "tumour cells killed by CTL",
+    "kills_nk": "tumour cells killed by NK cells",
+    "kills_lak": "tumour cells killed by LAK cells",
+    "kills_drug": "cycling tumour cells killed by the cytotoxic drug",
+    "deaths_tumour_spontaneous": "spontaneous tumour cell deaths",
+    "deaths_ctl_natural": "CTL deaths at the end of their lifespan",
+    "deaths_ctl_aicd": "CTL activation-induced cell deaths",
+    "deaths_nk_natural": "NK natural deaths",
+    "deaths_lak_natural": "LAK natural deaths",
+    "deaths_lak_withdrawal": "LAK deaths from IL-2 withdrawal",
+    "lak_conversions": "NK cells that became LAK cells",
+    "recruited_ctl": "CTL entering from vessels",
+    "recruited_nk": "NK cells entering from vessels",
+    "transferred_lak": "LAK cells placed by adoptive transfer",
+    "transfer_failed": "transferred LAK cells that found no free site",
+    "ctl_exhausted": "CTL reaching their kill limit (exhausted)",
+    "ctl_engaged": "CTL engaged with a tumour cell this step",
+}
+
+
+def observable_specs(p: Params) -> list[Observable]:
+    """Every per-step observable, in a fixed order, with units."""
+    ndim = 2 if p.lattice.nz == 1 else 3
+    out = [Observable(f"n_{t}", "cells", f"number of {t} cells") for t in ("tumour", "ctl", "nk", "lak")]
+    if ndim == 2:
+        out.append(Observable("tumour_area_mm2", "mm^2", "tumour area (cells x site area)"))
+    else:
+        out.append(Observable("tumour_volume_mm3", "mm^3", "tumour volume (cells x site volume)"))
+    out += [
+        Observable("tumour_equivalent_diameter_mm", "mm", "diameter of the disc/ball of the tumour's area/volume"),
+        Observable("tumour_longest_diameter_mm", "mm", "longest caliper diameter of the tumour (RECIST measure)"),
+    ]
+    out += [Observable(name, COUNTER_UNITS, _COUNTER_DOCS[name]) for name in K.COUNTER_NAMES]
+    for sp in p.species_names:
+        u = p.species[sp].units
+        out += [
+            Observable(f"{sp}_mean", u, f"{sp} mean over the lattice"),
+            Observable(f"{sp}_max", u, f"{sp} maximum over the lattice"),
+            Observable(f"{sp}_tumour_mean", u, f"{sp} mean over sites holding tumour cells (nan without tumour)"),
+            Observable(f"plasma_{sp}", u, f"{sp} plasma concentration, averaged over the step"),
+        ]
+    out += [
+        Observable("toxicity", "-", "systemic toxicity score at the end of the step"),
+        Observable("doses_given", "doses/step", "doses given this step"),
+        Observable("doses_held", "doses/step", "scheduled doses held for toxicity this step"),
+    ]
+    return out
+
+
+class Observer:
+    """Computes the per-step observables from the state; scratch arrays are allocated once."""
+
+    def __init__(self, p: Params, lattice) -> None:
+        self.p = p
+        self.lattice = lattice
+        self.ndim = lattice.ndim
+        self.directions = caliper_directions(self.ndim)
+        self._lo = np.empty(lattice.ny * lattice.nz, dtype=np.int64)
+        self._hi = np.empty(lattice.ny * lattice.nz, dtype=np.int64)
+        self._types = np.zeros(K.N_TYPES, dtype=np.int64)
+        self._fields = np.zeros((len(p.species_names), 3))
+        self.centroid = np.full(3, np.nan)
+        self.species = p.species_names
+
+    def measure(self, state, counters: np.ndarray, plasma: np.ndarray, toxicity: float, doses_given: int,
+                doses_held: int) -> dict[str, float]:
+        c = state.cells
+        n = int(c.n[0])
+        h_mm = self.lattice.spacing_um * 1e-3
+        nt, longest = tumour_geometry(c.ctype, c.site, n, self.lattice.nx, self.lattice.ny, self.directions,
+                                      self._lo, self._hi, self.centroid)
+        K.count_types(c, self._types)
+        out: dict[str, float] = {
+            "n_tumour": float(self._types[K.TUMOUR]),
+            "n_ctl": float(self._types[K.CTL]),
+            "n_nk": float(self._types[K.NK]),
+            "n_lak": float(self._types[K.LAK]),
+        }
+        if self.ndim == 2:
+            area = nt * h_mm**2
+            out["tumour_area_mm2"] = area
+            out["tumour_equivalent_diameter_mm"] = 2.0 * math.sqrt(area / math.pi)
+        else:
+            vol = nt * h_mm**3
+            out["tumour_volume_mm3"] = vol
+            out["tumour_equivalent_diameter_mm"] = (6.0 * vol / math.pi) ** (1.0 / 3.0)
+        out["tumour_longest_diameter_mm"] = longest * h_mm if nt else 0.0
+        for k, name in enumerate(K.COUNTER_NAMES):
+            out[name] = float(counters[k])
+        field_stats(state.conc, c.ctype, c.site, n, self._fields)
+        for k, sp in enumerate(self.species):
+            out[f"{sp}_mean"] = float(self._fields[k, 0])
+            out[f"{sp}_max"] = float(self._fields[k, 1])
+            out[f"{sp}_tumour_mean"] = float(self._fields[k, 2])
+            out[f"plasma_{sp}"] = float(plasma[k])
+        out["toxicity"] = float(toxicity)
+        out["doses_given"] = float(doses_given)
+        out["doses_held"] = float(doses_held)
+        return out
+
+
+# ----------------------------------------------------------------------------------------------- run outcome
+RESPONSES = ("CR", "PR", "SD", "PD")  # best first
+
+
+def classify(diameter: np.ndarray, n_tumour: np.ndarray, r: ResponseParams) -> np.ndarray:
+    """RECIST-like response at every time point, from the longest diameter and the tumour cell count:
+    CR when the tumour is gone; PR at >= 30% shrinkage from baseline; PD at >= 20% growth over the nadir so far
+    (baseline included); SD otherwise. Returns an array of 'CR' / 'PR' / 'SD' / 'PD'."""
+    d = np.asarray(diameter, dtype=float)
+    n = np.asarray(n_tumour, dtype=float)
+    if d.size == 0:
+        return np.array([], dtype="<U2")
+    base = d[0]
+    nadir = np.minimum.accumulate(d)
+    out = np.full(d.shape, "SD", dtype="<U2")
+    if base > 0:
+        out[d >= (1.0 + r.progression_growth) * nadir] = "PD"
+        out[d <= (1.0 - r.partial_response_shrinkage) * base] = "PR"
+    out[n <= r.complete_response_cells] = "CR"
+    return out
+
+
+def run_outcome(time_min: np.ndarray, diameter: np.ndarray, n_tumour: np.ndarray, r: ResponseParams,
+                ) -> dict[str, float | str]:
+    """Per-run summary: final and best response, times to regression and eradication, tumour AUC."""
+    t = np.asarray(time_min, dtype=float)
+    n = np.asarray(n_tumour, dtype=float)
+    resp = classify(diameter, n, r)
+    if t.size == 0:
+        return {"response": "NA", "best_response": "NA"}
+    best = min(resp, key=RESPONSES.index) if resp.size else "NA"
+    d = np.asarray(diameter, dtype=float)
+    regress = np.flatnonzero((d <= (1.0 - r.partial_response_shrinkage) * d[0]) | (n <= r.complete_response_cells))
+    erad = np.flatnonzero(n <= r.complete_response_cells)
+    days = t / 1440.0
+    auc = float(np.trapezoid(n, days)) if n.size > 1 else 0.0
+    span = days[-1] - days[0]
+    return {
+        "response": str(resp[-1]),
+        "best_response": str(best),
+        "time_to_regression_day": float(days[regress[0]]) if regress.size else math.nan,
+        "time_to_eradication_day": float(days[erad[0]]) if erad.size else math.nan,
+        "tumour_auc_cell_days": auc,
+        "tumour_auc_relative": auc / (n[0] * span) if n[0] > 0 and span > 0 else math.nan,
+        "tumour_cells_initial": float(n[0]),
+        "tumour_cells_final": float(n[-1]),
+        "tumour_cells_min": float(n.min()),
+        "longest_diameter_initial_mm": float(d[0]),
+        "longest_diameter_final_mm": float(d[-1]),
+        "longest_diameter_nadir_mm": float(d.min()),
+        "max_shrinkage": float(1.0 - d.min() / d[0]) if d[0] > 0 else math.nan,
+        "days": float(span),
+    }

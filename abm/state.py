@@ -1,0 +1,221 @@
+"""Simulation state: structure-of-arrays cells, occupancy, vessels and fields, and their initialisation.
+
+Memory per lattice site (all preallocated, nothing grows during a run): occupancy int32 (4 B), per-cell arrays at
+capacity = sites (type 1 + site 4 + MHC 4 + age 4 + kills 2 + timer 4 + exposure 4 = 23 B), fields float64 per
+species (8 B) plus uptake and secretion float32 (8 B): about 75 B per site with 3 species, so a 200^3 lattice
+(8e6 sites) needs about 600 MB.
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from dataclasses import dataclass
+
+import numpy as np
+
+from abm.kernels import cells as K
+from abm.kernels import rng
+from abm.lattice import Lattice
+from abm.params import Params
+
+CellArrays = namedtuple(
+    "CellArrays", ["ctype", "site", "mhc", "age_min", "kills", "timer_min", "exposure_min", "n"]
+)
+CellArrays.__doc__ = """Per-cell arrays, live cells in ``[0, n[0])``: type (int8, see CELL_TYPES), flat site (int32),
+MHC-I level m (float32, tumour), age (float32, min; the cell-cycle clock), kills so far (int16), engagement /
+IL-2 secretion window remaining (float32, min), cumulative high-IL-2 exposure (float32, min, NK)."""
+
+CellRules = namedtuple(
+    "CellRules",
+    [
+        "dt_min",
+        # tumour
+        "p_div_max", "ifn_prolif_half", "mhc_baseline", "mhc_ifn_half", "mhc_relax", "drug_kill_per_conc_per_min",
+        "p_tumour_death",
+        # CTL
+        "p_ctl_death", "ctl_moves", "ctl_bias", "p_ctl_kill", "ctl_max_kills", "ctl_window_min", "p_ctl_prolif_max",
+        "ctl_prolif_half", "ctl_aicd_per_min", "ctl_aicd_half", "ctl_uptake", "ctl_uptake_km",
+        "ctl_secretion_conc_per_min",
+        # NK
+        "p_nk_death", "nk_moves", "nk_bias", "p_nk_kill", "nk_max_kills", "nk_a0", "nk_il2_half", "nk_ifn_half",
+        "lak_threshold", "lak_exposure_min", "nk_uptake", "nk_uptake_km",
+        # LAK
+        "p_lak_death", "lak_moves", "lak_bias", "p_lak_kill", "lak_max_kills", "lak_withdrawal_threshold",
+        "p_lak_withdrawal", "lak_uptake", "lak_uptake_km",
+    ],
+)
+
+CELL_TYPES = {"empty": K.EMPTY, "tumour": K.TUMOUR, "ctl": K.CTL, "nk": K.NK, "lak": K.LAK}
+AVOGADRO = 6.02214076e23
+
+
+def molecules_to_pM(spacing_um: float) -> float:
+    """Concentration (pM) of one molecule in one lattice site of side ``spacing_um``."""
+    litres = (spacing_um * 1e-5) ** 3 * 1e-3 * 1e3  # (um -> dm)^3 = L
+    return 1e12 / (AVOGADRO * litres)
+
+
+def _p(rate_per_min: float, dt: float) -> float:
+    """Probability of at least one event of a Poisson process in one step."""
+    return float(-np.expm1(-rate_per_min * dt))
+
+
+def cell_rules(p: Params) -> CellRules:
+    """Convert the parameter tree into the per-step quantities the kernels use (no constants in kernels)."""
+    dt = p.time.dt_min
+    h = p.lattice.spacing_um
+    day = 1440.0
+    return CellRules(
+        dt_min=dt,
+        p_div_max=min(1.0, dt / (p.patient.tumour_division_time_h * 60.0)),
+        ifn_prolif_half=p.tumour.ifn_prolif_half_pM,
+        mhc_baseline=p.patient.mhc_baseline,
+        mhc_ifn_half=p.tumour.mhc_ifn_half_pM,
+        mhc_relax=_p(1.0 / (p.tumour.mhc_relax_time_h * 60.0), dt),
+        drug_kill_per_conc_per_min=p.tumour.drug_kill_per_uM_per_min,
+        p_tumour_death=_p(p.tumour.death_rate_per_day / day, dt),
+        p_ctl_death=_p(1.0 / (p.ctl.lifespan_days * day), dt),
+        ctl_moves=p.ctl.speed_um_per_min * dt / h,
+        ctl_bias=p.ctl.tumour_bias,
+        p_ctl_kill=p.ctl.kill_prob,
+        ctl_max_kills=p.ctl.max_kills,
+        ctl_window_min=p.ctl.secretion_window_h * 60.0,
+        p_ctl_prolif_max=min(1.0, dt / (p.ctl.prolif_time_h * 60.0)),
+        ctl_prolif_half=p.ctl.il2_prolif_half_pM,
+        ctl_aicd_per_min=p.ctl.aicd_rate_per_day / day,
+        ctl_aicd_half=p.ctl.aicd_half_pM,
+        ctl_uptake=p.ctl.il2_uptake_per_min,
+        ctl_uptake_km=p.ctl.il2_uptake_saturation_pM,
+        ctl_secretion_conc_per_min=p.ctl.il2_secretion_molecules_per_s * 60.0 * molecules_to_pM(h),
+        p_nk_death=_p(1.0 / (p.nk.lifespan_days * day), dt),
+        nk_moves=p.nk.speed_um_per_min * dt / h,
+        nk_bias=p.nk.tumour_bias,
+        p_nk_kill=p.nk.kill_prob,
+        nk_max_kills=p.nk.max_kills,
+        nk_a0=p.nk.baseline_activation,
+        nk_il2_half=p.nk.il2_activation_half_pM,
+        nk_ifn_half=p.nk.ifn_activation_half_pM,
+        lak_threshold=p.nk.lak_threshold_pM,
+        lak_exposure_min=p.nk.lak_exposure_h * 60.0,
+        nk_uptake=p.nk.il2_uptake_per_min,
+        nk_uptake_km=p.nk.il2_uptake_saturation_pM,
+        p_lak_death=_p(1.0 / (p.lak.lifespan_days * day), dt),
+        lak_moves=p.lak.speed_um_per_min * dt / h,
+        lak_bias=p.lak.tumour_bias,
+        p_lak_kill=p.lak.kill_prob,
+        lak_max_kills=p.lak.max_kills,
+        lak_withdrawal_threshold=p.lak.withdrawal_threshold_pM,
+        p_lak_withdrawal=_p(p.lak.withdrawal_death_per_day / day, dt),
+        lak_uptake=p.lak.il2_uptake_per_min,
+        lak_uptake_km=p.lak.il2_uptake_saturation_pM,
+    )
+
+
+@dataclass
+class SimState:
+    """Everything that changes during a run. Arrays are views the kernels write in place."""
+
+    lattice: Lattice
+    cells: CellArrays
+    occupancy: np.ndarray  # int32 (n_sites,): cell index, K.FREE or K.VESSEL
+    vessels: np.ndarray  # int64 (n_vessels,), sorted flat site indices
+    conc: np.ndarray  # float64 (n_species, n_sites)
+    uptake: np.ndarray  # float32 (n_species, n_sites), 1/min
+    source: np.ndarray  # float32 (n_species, n_sites), concentration units/min
+    initial_tumour_sites: np.ndarray  # int64
+
+    @property
+    def n_cells(self) -> int:
+        return int(self.cells.n[0])
+
+    def live(self) -> slice:
+        return slice(0, self.n_cells)
+
+    def cell_type_map(self) -> np.ndarray:
+        """uint8 per site: the type of the cell there (0 empty); vessels are not cells and read 0."""
+        out = np.zeros(self.lattice.n_sites, dtype=np.uint8)
+        n = self.n_cells
+        out[self.cells.site[:n]] = self.cells.ctype[:n]
+        return out
+
+    def counts(self) -> dict[str, int]:
+        c = K.count_types(self.cells, np.zeros(K.N_TYPES, dtype=np.int64))
+        return {name: int(c[code]) for name, code in CELL_TYPES.items() if code != K.EMPTY}
+
+
+def _alloc_cells(capacity: int) -> CellArrays:
+    return CellArrays(
+        ctype=np.zeros(capacity, np.int8),
+        site=np.zeros(capacity, np.int32),
+        mhc=np.zeros(capacity, np.float32),
+        age_min=np.zeros(capacity, np.float32),
+        kills=np.zeros(capacity, np.int16),
+        timer_min=np.zeros(capacity, np.float32),
+        exposure_min=np.zeros(capacity, np.float32),
+        n=np.zeros(1, np.int64),
+    )
+
+
+def initial_state(p: Params, seed: int) -> SimState:
+    """The t = 0 state: a tumour disc (2D) or ball (3D) at the centre, vessels at a seeded random fraction of the
+    sites outside it, and optional immune cells. All placement draws come from ``seed``."""
+    lat = Lattice.from_params(p.lattice)
+    n_sites = lat.n_sites
+    g = np.random.default_rng(np.random.SeedSequence([seed, rng.INIT]))
+    x, y, z = lat.coords(np.arange(n_sites))
+    centre = (np.array(lat.shape_xyz) - 1) / 2.0
+    if lat.ndim == 2:
+        centre[2] = 0.0
+    dist_um = np.sqrt((x - centre[0]) ** 2 + (y - centre[1]) ** 2 + (z - centre[2]) ** 2) * lat.spacing_um
+    if p.init.tumour_cells > 0:
+        n_t = min(p.init.tumour_cells, n_sites)
+        tumour_sites = np.sort(np.argsort(dist_um, kind="stable")[:n_t])
+        radius_um = float(dist_um[tumour_sites].max()) if n_t else 0.0
+    else:
+        tumour_sites = np.flatnonzero(dist_um <= p.init.tumour_radius_um)
+        radius_um = p.init.tumour_radius_um
+    outside = np.flatnonzero(dist_um > radius_um + p.vessels.tumour_margin_um)
+    n_v = int(round(p.patient.vessel_fraction * outside.size))
+    vessels = np.sort(g.choice(outside, size=n_v, replace=False)).astype(np.int64) if n_v else np.zeros(0, np.int64)
+
+    capacity = p.init.cell_capacity or n_sites
+    cells = _alloc_cells(capacity)
+    occ = np.full(n_sites, K.FREE, dtype=np.int32)
+    occ[vessels] = K.VESSEL
+    n_t = tumour_sites.size
+    if n_t > capacity:
+        raise ValueError(f"init: {n_t} tumour cells exceed init.cell_capacity = {capacity}")
+    cells.ctype[:n_t] = K.TUMOUR
+    cells.site[:n_t] = tumour_sites
+    cells.mhc[:n_t] = p.patient.mhc_baseline
+    occ[tumour_sites] = np.arange(n_t, dtype=np.int32)
+    cells.n[0] = n_t
+
+    immune = [(K.CTL, p.init.ctl_cells), (K.NK, p.init.nk_cells), (K.LAK, p.init.lak_cells)]
+    total_immune = sum(n for _, n in immune)
+    if total_immune:
+        free = np.flatnonzero(occ == K.FREE)
+        if p.init.immune_within_um > 0:
+            free = free[dist_um[free] <= radius_um + p.init.immune_within_um]
+        if total_immune > free.size:
+            raise ValueError(
+                f"init: {total_immune} immune cells requested but only {free.size} free sites are available"
+            )
+        chosen = g.choice(free, size=total_immune, replace=False)
+        k = 0
+        for kind, n in immune:
+            for s in chosen[k : k + n]:
+                K.spawn(cells, occ, int(s), kind, 0.0)
+            k += n
+
+    n_species = len(p.species_names)
+    return SimState(
+        lattice=lat,
+        cells=cells,
+        occupancy=occ,
+        vessels=vessels,
+        conc=np.zeros((n_species, n_sites), dtype=np.float64),
+        uptake=np.zeros((n_species, n_sites), dtype=np.float32),
+        source=np.zeros((n_species, n_sites), dtype=np.float32),
+        initial_tumour_sites=tumour_sites.astype(np.int64),
+    )
