@@ -1,0 +1,198 @@
+"""The ``abm`` command.
+
+Sub-commands live in their own modules and register themselves through ``register(subparsers)``: each adds a
+parser whose ``func(args) -> int`` does the work. User errors raise :class:`abm.params.ParameterError` (or
+:class:`UsageError`) and leave with exit code 2 and a message naming the file and key; a failed run leaves with 1;
+no traceback unless ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+# modules that add sub-commands (a missing optional one is skipped)
+PLUGINS = ("abm.sweep.cli", "abm.viz.cli", "abm.reference.cli")
+
+
+class UsageError(Exception):
+    """A mistake in how abm was called (exit code 2)."""
+
+
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="run a scenario and write its trajectory to HDF5",
+                       description="Run a scenario (a shipped name or a TOML path) and write the trajectory.")
+    p.add_argument("scenario", help="shipped scenario name (see `abm scenarios`) or path to a scenario TOML")
+    p.add_argument("--out", "-o", help="output HDF5 file (default: SCENARIO.h5 in the current directory)")
+    p.add_argument("--seed", type=int, help="random seed (default: the scenario's run.seed)")
+    p.add_argument("--days", type=float, help="simulated days (default: the scenario's run.days)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a parameter, e.g. --set ctl.kill_prob=0.1 (repeatable)")
+    p.add_argument("--snapshot-every", type=float, metavar="MIN", help="minutes between lattice/field snapshots")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
+    p.set_defaults(func=cmd_run)
+
+
+def cmd_run(args) -> int:
+    import abm
+    from abm.runner import RunInterrupted
+
+    sc = abm.Scenario.load(args.scenario, sets=args.sets)
+    out = Path(args.out) if args.out else Path(f"{sc.name}.h5")
+    if out.exists() and not args.overwrite:
+        raise UsageError(f"{out}: the output file exists; pass --overwrite to replace it or --out to choose another")
+    if out.parent and not out.parent.exists():
+        raise UsageError(f"{out}: the directory {out.parent} does not exist")
+    try:
+        res = abm.run(sc, out=out, seed=args.seed, days=args.days, snapshot_every_min=args.snapshot_every,
+                      progress=None if not args.quiet else False, overwrite=args.overwrite)
+    except RunInterrupted as e:
+        print(f"abm run: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    if not args.quiet:
+        s = res.summary
+        print(f"wrote {res.path}")
+        print(f"  scenario {sc.name}, seed {res.model.seed}, {s['days']:.1f} days: response {s['response']} "
+              f"(best {s['best_response']}), tumour cells {s['tumour_cells_initial']:.0f} -> "
+              f"{s['tumour_cells_final']:.0f}, doses given {s['doses_given']}, held {s['doses_held']}")
+    return EXIT_OK
+
+
+def _add_info(sub) -> None:
+    p = sub.add_parser("info", help="describe a run file: scenario, seed, outcome, sizes")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_info)
+
+
+def cmd_info(args) -> int:
+    import abm
+
+    path = Path(args.file)
+    if not path.exists() and not Path(str(path) + ".partial").exists():
+        raise UsageError(f"{path}: no such file")
+    try:
+        r = abm.load(path)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{path}: not an abm trajectory ({e})") from None
+    a = r.attrs
+    nx, ny, nz = r.shape_xyz
+    print(f"file        {r.path}  ({os.path.getsize(r.path) / 1e6:.1f} MB)")
+    print(f"complete    {r.complete}  ({r.status})")
+    print(f"scenario    {a.get('scenario_name', '?')}: {a.get('scenario_description', '')}")
+    print(f"seed        {a.get('seed', '?')}    abm {a.get('abm_version', '?')}  git {a.get('git_hash') or '-'}")
+    print(f"lattice     {nx} x {ny}" + (f" x {nz}" if nz > 1 else "") + f" sites of {r.spacing_um:g} um, "
+          f"dt {r.dt_min:g} min")
+    t = r.time_min
+    print(f"time        {len(t)} observation rows, {t[-1] / 1440.0 if len(t) else 0:.2f} days; "
+          f"{r.n_snapshots} snapshots; {len(r.events)} events")
+    if r.summary:
+        s = r.summary
+        keys = ("response", "best_response", "max_shrinkage", "time_to_regression_day", "time_to_eradication_day",
+                "tumour_cells_initial", "tumour_cells_final", "doses_given", "doses_held", "doses_cancelled",
+                "dose_limiting_toxicity")
+        for k in keys:
+            if k in s:
+                print(f"  {k:26s} {s[k]}")
+    return EXIT_OK
+
+
+def _add_scenarios(sub) -> None:
+    p = sub.add_parser("scenarios", help="list the shipped scenarios")
+    p.set_defaults(func=cmd_scenarios)
+
+
+def cmd_scenarios(args) -> int:
+    from abm.scenario import Scenario, search_path
+
+    for d in search_path():
+        if not d.is_dir():
+            continue
+        for f in sorted(d.glob("*.toml")):
+            try:
+                sc = Scenario.load(f)
+                desc = sc.meta.description
+            except Exception as e:  # list every file, even a broken one, and say why
+                desc = f"(invalid: {str(e).splitlines()[0]})"
+            print(f"{f.stem:18s} {desc}")
+    return EXIT_OK
+
+
+def _add_plot(sub) -> None:
+    p = sub.add_parser("plot", help="plot a run: counts, plasma levels and doses over time, and the final lattice")
+    p.add_argument("file")
+    p.add_argument("--out", "-o", help="image file (PNG, PDF or SVG; default: FILE with .png)")
+    p.set_defaults(func=cmd_plot)
+
+
+def cmd_plot(args) -> int:
+    import abm
+    from abm.plotting import overview_figure
+
+    path = Path(args.file)
+    if not path.exists():
+        raise UsageError(f"{path}: no such file")
+    run = abm.load(path)
+    out = Path(args.out) if args.out else path.with_suffix(".png")
+    fig = overview_figure(run)
+    fig.savefig(out, dpi=120)
+    print(f"wrote {out}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from abm import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="abm", description="Lattice simulations of tumour-immune dynamics under IL-2 and IFN-alpha therapy.")
+    parser.add_argument("--version", action="version", version=f"abm {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in (_add_run, _add_info, _add_scenarios):
+        add(sub)
+    for mod in PLUGINS:
+        try:
+            m = importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name and (mod.startswith(e.name) or e.name == mod):
+                continue
+            raise
+        m.register(sub)
+    if "plot" not in sub.choices:  # abm.viz, when installed, provides the fuller `abm plot`
+        _add_plot(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from abm.params import ParameterError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args) or 0)
+    except (ParameterError, UsageError) as e:
+        if args.debug:
+            raise
+        print(f"abm {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"abm {args.command}: interrupted", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as e:  # a run that failed: say what, without a traceback unless asked
+        if args.debug:
+            raise
+        print(f"abm {args.command}: failed: {type(e).__name__}: {e}\n(run with --debug for the traceback)",
+              file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
