@@ -176,7 +176,7 @@ class PatientParams(Group):
         gt=0,
         le=100,
         symbol="S_DLT",
-        source="calibrated: see docs/model.md",
+        source="calibrated: see docs/therapy.md",
     )
 
 
@@ -207,12 +207,12 @@ class TumourParams(Group):
         source="SCIENCE.md s4",
     )
     drug_kill_per_uM_per_min: float = P(
-        0.002,
+        5e-6,
         "1/(uM min)",
         "drug kill rate of a cycling tumour cell: p = 1 - exp(-k C dt)",
         ge=0,
         symbol="k_drug",
-        source="calibrated: about one log per course of the cycling rim",
+        source="calibrated: about one log of the cycling rim per 4 weekly 5-FU doses (docs/therapy.md)",
     )
     death_rate_per_day: float = P(0.0, "1/day", "spontaneous tumour cell death", ge=0, le=100)
 
