@@ -1,0 +1,439 @@
+"""The model of SCIENCE.md written the way a Mesa modeller would write it: one Python object per cell.
+
+This is the *reference* implementation. It is slow on purpose-free grounds (plain Python, one object per cell)
+and exists for two reasons: a newcomer can read the rules here, and the tests check that the fast array/Numba
+model (:class:`abm.Model`) and this one produce the same distributions of outcomes (tests/test_reference.py).
+
+What is shared with :class:`abm.Model` and what is not:
+
+- shared: the parameter tree (:class:`abm.params.Params`) and its per-step quantities
+  (:func:`abm.state.cell_rules`), the initial placement (:func:`abm.state.initial_state`: tumour disc, vessels,
+  initial immune cells), the field solver (:class:`abm.fields.FieldSolver`) and the therapy (plasma PK, dosing,
+  toxicity, LAK transfers: :class:`abm.therapy.Therapy`). The comparison is about the *cell rules*.
+- not shared: the cell rules themselves, written again below as agent methods, and the random numbers, which
+  come from Mesa's own generator (``model.random``, seeded by ``seed``) instead of the counter-based kernel draws.
+
+One step (SCIENCE.md s3), exactly as in :meth:`abm.Model.step`:
+
+1. therapy: plasma levels over the step, doses, adoptive LAK transfer next to random vessels;
+2. fields: each immune cell sets IL-2 uptake (Michaelis-Menten, linearised) and secretion at its site, then the
+   solver advances exchange with plasma, decay, uptake, secretion and diffusion;
+3. cells: every cell alive at the start of the step acts once, in a random order; a cell killed before its turn
+   does not act; newborn cells wait for the next step; when two cells want one site, the earlier one gets it;
+4. recruitment: each vessel (in site order) lets in a CTL, then an NK cell, at a random free neighbour;
+5. observe: counts, tumour area, and this step's event counters.
+
+2D only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any
+
+import numpy as np
+from mesa import Model
+from mesa.discrete_space import CellAgent, FixedAgent, OrthogonalMooreGrid
+
+from abm.fields import FieldSolver
+from abm.kernels.cells import COUNTER_NAMES
+from abm.state import cell_rules, initial_state
+
+IL2, IFNA, DRUG = 0, 1, 2  # rows of the concentration array (abm.params.REQUIRED_SPECIES order)
+
+
+class Vessel(FixedAgent):
+    """A blood-vessel site: never holds a cell; cells enter next to it; the solver exchanges plasma there."""
+
+    def __init__(self, model: ReferenceModel, cell) -> None:
+        super().__init__(model)
+        self.cell = cell
+
+
+class LatticeCell(CellAgent):
+    """A biological cell on one lattice site. Subclasses implement :meth:`act` (one step of the rules)."""
+
+    kind = "cell"
+
+    def __init__(self, model: ReferenceModel, cell) -> None:
+        super().__init__(model)
+        self.cell = cell
+        self.age_min = 0.0
+        self.alive = True
+
+    # ------------------------------------------------------------------ what a cell senses
+    @property
+    def site(self) -> int:
+        x, y = self.cell.coordinate
+        return x + self.model.nx * y
+
+    def concentration(self, species: int) -> float:
+        return float(self.model.conc[species, self.site])
+
+    def surroundings(self) -> tuple[list, list[TumourCell]]:
+        """Empty neighbouring sites (vessels are not empty) and the tumour cells next to this cell."""
+        free, tumour = [], []
+        for c in self.cell.neighborhood:
+            if c.is_empty:
+                free.append(c)
+            else:
+                for a in c.agents:
+                    if isinstance(a, TumourCell):
+                        tumour.append(a)
+        return free, tumour
+
+    # ------------------------------------------------------------------ what a cell does
+    def chance(self, p: float) -> bool:
+        return self.model.random.random() < p
+
+    def die(self, cause: str) -> None:
+        self.model.counters[cause] += 1
+        self.alive = False
+        self.remove()
+
+    def move(self, n_moves: float, bias: float) -> None:
+        """Up to ``n_moves`` steps into empty neighbouring sites (the fractional part is a chance of one more),
+        each chosen with weight exp(bias * cos(angle to the tumour centroid)); stops next to a tumour cell or
+        when boxed in."""
+        whole = int(n_moves)
+        n = whole + (1 if self.chance(n_moves - whole) else 0)
+        cx, cy = self.model.centroid
+        for _ in range(n):
+            free, tumour = self.surroundings()
+            if tumour or not free:
+                return
+            x, y = self.cell.coordinate
+            dx, dy = cx - x, cy - y
+            dn = math.hypot(dx, dy)  # nan when there is no tumour: then no bias
+            weights = []
+            for c in free:
+                w = 1.0
+                if bias > 0.0 and dn > 1e-9:
+                    ox, oy = c.coordinate[0] - x, c.coordinate[1] - y
+                    w = math.exp(bias * (ox * dx + oy * dy) / (math.hypot(ox, oy) * dn))
+                weights.append(w)
+            self.cell = self.model.random.choices(free, weights=weights)[0]
+
+    def kill(self, target: TumourCell, counter: str) -> None:
+        target.die(counter)
+        self.kills += 1
+
+
+class TumourCell(LatticeCell):
+    kind = "tumour"
+
+    def __init__(self, model, cell, mhc: float) -> None:
+        super().__init__(model, cell)
+        self.mhc = mhc
+
+    def act(self) -> None:
+        r = self.model.rules
+        ifn = self.concentration(IFNA)
+        self.age_min += r.dt_min
+        if r.p_tumour_death > 0.0 and self.chance(r.p_tumour_death):
+            return self.die("deaths_tumour_spontaneous")
+        free, _ = self.surroundings()
+        cycling = bool(free)  # contact inhibition: only a cell with room to divide is in cycle
+        drug = self.concentration(DRUG)
+        if cycling and drug > 0.0 and self.chance(-math.expm1(-r.drug_kill_per_conc_per_min * drug * r.dt_min)):
+            return self.die("kills_drug")
+        # MHC-I relaxes toward a level raised by IFN-alpha
+        target = r.mhc_baseline + (1.0 - r.mhc_baseline) * ifn / (ifn + r.mhc_ifn_half)
+        self.mhc += (target - self.mhc) * r.mhc_relax
+        # division into a random empty neighbour, slowed by IFN-alpha
+        if self.chance(r.p_div_max / (1.0 + ifn / r.ifn_prolif_half)):
+            if free:
+                TumourCell(self.model, self.model.random.choice(free), self.mhc)
+                self.model.counters["divisions_tumour"] += 1
+            else:
+                self.model.counters["divisions_tumour_blocked"] += 1
+
+
+class CTL(LatticeCell):
+    kind = "ctl"
+
+    def __init__(self, model, cell) -> None:
+        super().__init__(model, cell)
+        self.kills = 0
+        self.timer_min = 0.0  # engaged / IL-2 secretion window left
+
+    def il2_exchange(self, il2: float) -> tuple[float, float]:
+        r = self.model.rules
+        secreting = self.timer_min > 0.0 and self.kills < r.ctl_max_kills
+        return r.ctl_uptake / (1.0 + il2 / r.ctl_uptake_km), (r.ctl_secretion_conc_per_min if secreting else 0.0)
+
+    def act(self) -> None:
+        r = self.model.rules
+        il2 = self.concentration(IL2)
+        self.age_min += r.dt_min
+        if self.chance(r.p_ctl_death):
+            return self.die("deaths_ctl_natural")
+        exhausted = self.kills >= r.ctl_max_kills
+        free, tumour = self.surroundings()
+        if tumour and not exhausted:
+            # engaged: secretes IL-2 for a window; may die of activation-induced cell death under high IL-2
+            self.model.counters["ctl_engaged"] += 1
+            self.timer_min = r.ctl_window_min
+            if self.chance(-math.expm1(-r.ctl_aicd_per_min * il2 / (il2 + r.ctl_aicd_half) * r.dt_min)):
+                return self.die("deaths_ctl_aicd")
+            target = self.model.random.choice(tumour)
+            if self.chance(r.p_ctl_kill * target.mhc):  # recognition needs MHC-I
+                self.kill(target, "kills_ctl")
+                if self.kills >= r.ctl_max_kills:
+                    self.model.counters["ctl_exhausted"] += 1
+                    self.timer_min = 0.0
+        else:
+            self.timer_min = max(0.0, self.timer_min - r.dt_min)
+            if not tumour:
+                self.move(r.ctl_moves, r.ctl_bias)
+        if not exhausted and self.chance(r.p_ctl_prolif_max * il2 / (il2 + r.ctl_prolif_half)):
+            free, _ = self.surroundings()
+            if free:
+                CTL(self.model, self.model.random.choice(free))
+                self.model.counters["divisions_ctl"] += 1
+
+
+class NKCell(LatticeCell):
+    kind = "nk"
+
+    def __init__(self, model, cell) -> None:
+        super().__init__(model, cell)
+        self.kills = 0
+        self.exposure_min = 0.0  # cumulative time above the LAK threshold
+
+    def il2_exchange(self, il2: float) -> tuple[float, float]:
+        r = self.model.rules
+        return r.nk_uptake / (1.0 + il2 / r.nk_uptake_km), 0.0
+
+    def act(self) -> None:
+        r = self.model.rules
+        il2, ifn = self.concentration(IL2), self.concentration(IFNA)
+        self.age_min += r.dt_min
+        if self.chance(r.p_nk_death):
+            return self.die("deaths_nk_natural")
+        if il2 > r.lak_threshold:
+            self.exposure_min += r.dt_min
+            if self.exposure_min >= r.lak_exposure_min:  # sustained high IL-2: becomes a LAK cell
+                site = self.cell
+                self.alive = False
+                self.remove()
+                LAKCell(self.model, site)
+                self.model.counters["lak_conversions"] += 1
+                return
+        free, tumour = self.surroundings()
+        if tumour:
+            if self.kills < r.nk_max_kills:
+                a_il2 = il2 / (il2 + r.nk_il2_half)
+                a_ifn = ifn / (ifn + r.nk_ifn_half)
+                activation = r.nk_a0 + (1.0 - r.nk_a0) * (1.0 - (1.0 - a_il2) * (1.0 - a_ifn))
+                target = self.model.random.choice(tumour)
+                if self.chance(r.p_nk_kill * (1.0 - target.mhc) * activation):  # missing self
+                    self.kill(target, "kills_nk")
+        else:
+            self.move(r.nk_moves, r.nk_bias)
+
+
+class LAKCell(LatticeCell):
+    kind = "lak"
+
+    def __init__(self, model, cell) -> None:
+        super().__init__(model, cell)
+        self.kills = 0
+
+    def il2_exchange(self, il2: float) -> tuple[float, float]:
+        r = self.model.rules
+        return r.lak_uptake / (1.0 + il2 / r.lak_uptake_km), 0.0
+
+    def act(self) -> None:
+        r = self.model.rules
+        il2 = self.concentration(IL2)
+        self.age_min += r.dt_min
+        if self.chance(r.p_lak_death):
+            return self.die("deaths_lak_natural")
+        if il2 < r.lak_withdrawal_threshold and self.chance(r.p_lak_withdrawal):
+            return self.die("deaths_lak_withdrawal")
+        free, tumour = self.surroundings()
+        if tumour:
+            if self.kills < r.lak_max_kills:
+                target = self.model.random.choice(tumour)
+                if self.chance(r.p_lak_kill):  # MHC-unrestricted
+                    self.kill(target, "kills_lak")
+        else:
+            self.move(r.lak_moves, r.lak_bias)
+
+
+IMMUNE = (CTL, NKCell, LAKCell)
+_BY_CODE = {2: CTL, 3: NKCell, 4: LAKCell}  # abm.kernels.cells type codes of the initial immune cells
+
+
+class ReferenceModel(Model):
+    """The tumour-immune model as plain Mesa agents (2D).
+
+    Parameters
+    ----------
+    scenario:
+        A :class:`abm.scenario.Scenario`, a shipped scenario name or a TOML path (None: defaults, untreated).
+    seed:
+        Seeds Mesa's generator (all rule draws) and the initial placement.
+    sets:
+        ``key.path=value`` overrides, as for :class:`abm.Model`.
+    """
+
+    def __init__(self, scenario: Any = None, *, seed: int = 0, sets: list[str] | None = None) -> None:
+        from abm.scenario import Scenario
+
+        super().__init__(seed=seed)
+        if scenario is None:
+            scenario = Scenario.default()
+        elif not isinstance(scenario, Scenario):
+            scenario = Scenario.load(scenario)
+        if sets:
+            scenario = scenario.with_overrides(list(sets))
+        p = scenario.params
+        if p.lattice.nz != 1:
+            raise ValueError(f"lattice.nz = {p.lattice.nz}: the Mesa reference model is 2D only (nz = 1)")
+        self.scenario, self.params, self.rules = scenario, p, cell_rules(p)
+        self.dt_min = p.time.dt_min
+        self.nx, self.ny = p.lattice.nx, p.lattice.ny
+        self.site_area_mm2 = (p.lattice.spacing_um * 1e-3) ** 2
+        periodic = p.lattice.boundary == "periodic" if hasattr(p.lattice, "boundary") else False
+        self.grid = OrthogonalMooreGrid((self.nx, self.ny), torus=periodic, capacity=1, random=self.random)
+
+        # initial placement: the same function as abm.Model (tumour disc, vessels, initial immune cells)
+        init = initial_state(p, seed)
+        periodic = bool(init.lattice.periodic)
+        if periodic:
+            self.grid = OrthogonalMooreGrid((self.nx, self.ny), torus=True, capacity=1, random=self.random)
+        self.vessel_sites = init.vessels
+        self.vessels = [Vessel(self, self._cell_at(s)) for s in init.vessels]
+        c = init.cells
+        for i in range(int(c.n[0])):
+            where = self._cell_at(int(c.site[i]))
+            if c.ctype[i] == 1:
+                TumourCell(self, where, float(c.mhc[i]))
+            else:
+                _BY_CODE[int(c.ctype[i])](self, where)
+
+        # fields (numpy arrays, flat index x + nx*y) and the same solver as abm.Model
+        self.species = p.species_names
+        n_sites = self.nx * self.ny
+        self.conc = np.zeros((len(self.species), n_sites))
+        self.uptake = np.zeros((len(self.species), n_sites), dtype=np.float32)
+        self.source = np.zeros((len(self.species), n_sites), dtype=np.float32)
+        self.solver = FieldSolver((self.nx, self.ny, 1), p.lattice.spacing_um, self.dt_min,
+                                  [p.species[s].diffusion_um2_per_min for s in self.species],
+                                  [p.species[s].decay_per_min for s in self.species],
+                                  periodic=periodic, substeps=p.time.field_substeps)
+        self.permeability = np.array([p.species[s].vessel_permeability_per_min for s in self.species])
+        self.plasma = np.zeros(len(self.species))
+        self.therapy = scenario.make_therapy()
+        self.step_index = 0
+        self.counters: Counter = Counter()
+        self.centroid = (math.nan, math.nan)
+        self.latest = self.observe()
+
+    # ------------------------------------------------------------------ helpers
+    def _cell_at(self, site: int):
+        return self.grid[(site % self.nx, site // self.nx)]
+
+    def cells_of(self, kind: type) -> list:
+        return list(self.agents_by_type.get(kind, []))
+
+    def tumour_centroid(self) -> tuple[float, float]:
+        tumour = self.cells_of(TumourCell)
+        if not tumour:
+            return (math.nan, math.nan)
+        xs = [t.cell.coordinate[0] for t in tumour]
+        ys = [t.cell.coordinate[1] for t in tumour]
+        return (sum(xs) / len(xs), sum(ys) / len(ys))
+
+    def free_next_to(self, vessel: Vessel) -> list:
+        return [c for c in vessel.cell.neighborhood if c.is_empty]
+
+    # ------------------------------------------------------------------ the step
+    def step(self) -> None:
+        self.counters = Counter()
+        n_tumour_at_start = self.latest["n_tumour"]
+        # 1. therapy
+        if self.therapy is not None:
+            ts = self.therapy.advance(self.step_index)
+            self.plasma[:] = ts.plasma
+            for _ in range(int(ts.lak_cells)):
+                self.transfer_one_lak()
+        # 2. fields: immune cells set IL-2 uptake and secretion at their sites, then the solver
+        self.uptake[IL2] = 0.0
+        self.source[IL2] = 0.0
+        for kind in IMMUNE:
+            for a in self.cells_of(kind):
+                s = a.site
+                self.uptake[IL2, s], self.source[IL2, s] = a.il2_exchange(float(self.conc[IL2, s]))
+        self.solver.step(self.conc, self.uptake, self.source, self.vessel_sites, self.permeability, self.plasma)
+        # 3. cells, in random order; newborns wait; the dead do not act
+        self.centroid = self.tumour_centroid()
+        order = [a for a in self.agents if isinstance(a, LatticeCell)]
+        self.random.shuffle(order)
+        for a in order:
+            if a.alive:
+                a.act()
+        # 4. recruitment at vessels (probabilities from the tumour count at the start of the step)
+        p_ctl, p_nk = self.recruitment_probabilities(n_tumour_at_start)
+        for v in self.vessels:
+            for kind, p, counter in ((CTL, p_ctl, "recruited_ctl"), (NKCell, p_nk, "recruited_nk")):
+                if p > 0.0 and self.random.random() < p:
+                    free = self.free_next_to(v)
+                    if free:
+                        kind(self, self.random.choice(free))
+                        self.counters[counter] += 1
+        # 5. observe
+        self.step_index += 1
+        self.latest = self.observe()
+
+    def transfer_one_lak(self) -> None:
+        """Adoptive transfer of one LAK cell next to a random vessel (16 tries)."""
+        for _ in range(16):
+            if not self.vessels:
+                break
+            free = self.free_next_to(self.random.choice(self.vessels))
+            if free:
+                LAKCell(self, self.random.choice(free))
+                self.counters["transferred_lak"] += 1
+                return
+        self.counters["transfer_failed"] += 1
+
+    def recruitment_probabilities(self, n_t: float) -> tuple[float, float]:
+        """Per-vessel probabilities of a CTL and an NK entry this step (as abm.Model.recruitment_probabilities)."""
+        p, cp = self.params, float(self.plasma[IL2])
+        ctl = (p.ctl.recruit_per_vessel_per_day * p.patient.antigenicity * n_t / (n_t + p.ctl.recruit_tumour_half_cells)
+               * (1.0 + p.ctl.il2_recruit_boost * cp / (cp + p.ctl.il2_recruit_half_pM)))
+        nk = (p.nk.recruit_per_vessel_per_day * p.patient.nk_recruitment_scale
+              * (1.0 + p.nk.il2_recruit_boost * cp / (cp + p.nk.il2_recruit_half_pM)))
+        dt_day = self.dt_min / 1440.0
+        return -math.expm1(-ctl * dt_day), -math.expm1(-nk * dt_day)
+
+    def observe(self) -> dict[str, float]:
+        n = {k: len(self.agents_by_type.get(cls, [])) for k, cls in
+             (("tumour", TumourCell), ("ctl", CTL), ("nk", NKCell), ("lak", LAKCell))}
+        out = {f"n_{k}": float(v) for k, v in n.items()}
+        out["tumour_area_mm2"] = n["tumour"] * self.site_area_mm2
+        for name in COUNTER_NAMES:
+            out[name] = float(self.counters.get(name, 0))
+        out["il2_mean"] = float(self.conc[IL2].mean())
+        return out
+
+    def n_agents(self) -> int:
+        return sum(len(self.agents_by_type.get(k, [])) for k in (TumourCell, *IMMUNE))
+
+
+def run_reference(scenario: Any = None, *, days: float, seed: int = 0, sets: list[str] | None = None,
+                  ) -> dict[str, np.ndarray]:
+    """Run the reference model for ``days`` and return every observable per step (step 0 = initial state)."""
+    m = ReferenceModel(scenario, seed=seed, sets=sets)
+    n_steps = int(round(days * 1440.0 / m.dt_min))
+    rows = [m.latest]
+    for _ in range(n_steps):
+        m.step()
+        rows.append(m.latest)
+    out = {k: np.array([r[k] for r in rows]) for k in rows[0]}
+    out["step"] = np.arange(n_steps + 1)
+    return out

@@ -1,0 +1,70 @@
+"""Clinical patterns, first pass (SCIENCE.md): the default virtual patient on the default 200 x 200 lattice, several
+seeds, five weeks. Slow (minutes): run with ``pytest -m slow tests/test_patterns.py -s`` to see the table.
+
+Patterns checked:
+
+* untreated: the tumour grows (final burden above the initial one) for every seed;
+* high-dose i.v. IL-2: a partial response or better at some time (best_response CR or PR) for every seed, while
+  toxicity holds some doses (doses_held > 0);
+* IL-2 + IFN-alpha (Atzpodien, s.c.) does at least as well as either drug alone on the same schedule family
+  (low-dose s.c. IL-2; IFN-alpha alone): its seed-mean relative tumour AUC is at most ``COMBO_MARGIN`` above each
+  monotherapy's seed-mean.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+SEEDS = (1, 2, 3)
+DAYS = 35.0
+COMBO_MARGIN = 0.05
+"""Allowed excess of the combination's mean relative AUC over a monotherapy's, as a fraction (5 %): seed noise."""
+
+SCENARIOS = ("untreated", "high_dose_il2", "low_dose_sc_il2", "ifna", "il2_ifna")
+KEYS = ("tumour_cells_initial", "tumour_cells_final", "tumour_cells_min", "tumour_auc_relative", "max_shrinkage",
+        "best_response", "response", "doses_given", "doses_held", "dose_limiting_toxicity", "toxicity_max")
+
+
+@pytest.fixture(scope="module")
+def outcomes() -> dict[tuple[str, int], dict]:
+    import abm
+
+    out = {}
+    for name in SCENARIOS:
+        for seed in SEEDS:
+            s = abm.run(name, days=DAYS, seed=seed).summary
+            out[name, seed] = {k: s[k] for k in KEYS}
+    print(f"\nclinical patterns: default patient, 200x200, {DAYS:g} days")
+    print("scenario         seed " + " ".join(f"{k[:12]:>12s}" for k in KEYS))
+    for (name, seed), s in out.items():
+        cells = " ".join(f"{v:12.3f}" if isinstance(v, float) else f"{v!s:>12s}" for v in s.values())
+        print(f"{name:16s} {seed:4d} {cells}")
+    return out
+
+
+def test_untreated_tumour_grows(outcomes):
+    for seed in SEEDS:
+        s = outcomes["untreated", seed]
+        assert s["tumour_cells_final"] > s["tumour_cells_initial"], f"seed {seed}: {s}"
+
+
+def test_high_dose_il2_partial_response_with_held_doses(outcomes):
+    for seed in SEEDS:
+        s = outcomes["high_dose_il2", seed]
+        assert s["best_response"] in ("CR", "PR"), f"seed {seed}: best response {s['best_response']}: {s}"
+        assert s["doses_held"] > 0, f"seed {seed}: no dose held for toxicity: {s}"
+
+
+@pytest.mark.parametrize("alone", ["low_dose_sc_il2", "ifna"])
+def test_il2_ifna_at_least_as_good_as_either_alone(outcomes, alone):
+    combo = np.mean([outcomes["il2_ifna", s]["tumour_auc_relative"] for s in SEEDS])
+    mono = np.mean([outcomes[alone, s]["tumour_auc_relative"] for s in SEEDS])
+    assert combo <= mono * (1.0 + COMBO_MARGIN), f"il2_ifna mean relative AUC {combo:.3f} vs {alone} {mono:.3f}"
+    combo_final = np.mean([outcomes["il2_ifna", s]["tumour_cells_final"] for s in SEEDS])
+    mono_final = np.mean([outcomes[alone, s]["tumour_cells_final"] for s in SEEDS])
+    assert combo_final <= mono_final * (1.0 + COMBO_MARGIN), (
+        f"il2_ifna mean final tumour cells {combo_final:.0f} vs {alone} {mono_final:.0f}"
+    )
