@@ -73,7 +73,7 @@ class Model(mesa_face.MesaModel):
             scenario = scenario.with_params(params)
         self.scenario = scenario
         self.params: Params = scenario.params
-        mesa_face.mesa_init(self, seed if seed is not None else None, rng if seed is None else None)
+        mesa_face.mesa_init(self, seed, rng)  # Mesa's rule: seed or rng, not both
         if seed is None and rng is None and scenario.run.seed is not None:
             seed = scenario.run.seed
         self.seed = _resolve_seed(seed, self.rng)

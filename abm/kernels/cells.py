@@ -20,7 +20,6 @@ import numpy as np
 
 from abm.kernels import rng
 from abm.kernels.config import JIT
-from abm.kernels.geometry import neighbour
 
 # cell types
 EMPTY = 0
@@ -73,13 +72,35 @@ _MOVE_PURPOSE_BASE = 1000  # purposes 1000+k: the k-th move of a cell in a step
 
 @numba.njit(**JIT)
 def scan_neighbours(site, occ, ctype, offs, nx, ny, nz, periodic, free_out, tumour_out):
-    """Free neighbour sites into ``free_out`` and adjacent tumour cell indices into ``tumour_out``; counts."""
+    """Free neighbour sites into ``free_out`` and adjacent tumour cell indices into ``tumour_out``; counts.
+
+    The site's coordinates are computed once (not per neighbour): this scan is most of the cost of a step."""
     nf = 0
     nt = 0
+    x0 = site % nx
+    yz = site // nx
+    y0 = yz % ny
+    z0 = yz // ny
     for k in range(offs.shape[0]):
-        s = neighbour(site, offs[k, 0], offs[k, 1], offs[k, 2], nx, ny, nz, periodic)
-        if s < 0:
+        x = x0 + offs[k, 0]
+        y = y0 + offs[k, 1]
+        z = z0 + offs[k, 2]
+        if periodic:
+            if x < 0:
+                x += nx
+            elif x >= nx:
+                x -= nx
+            if y < 0:
+                y += ny
+            elif y >= ny:
+                y -= ny
+            if z < 0:
+                z += nz
+            elif z >= nz:
+                z -= nz
+        elif x < 0 or x >= nx or y < 0 or y >= ny or z < 0 or z >= nz:
             continue
+        s = x + nx * (y + ny * z)
         o = occ[s]
         if o == FREE:
             free_out[nf] = s
@@ -214,9 +235,13 @@ def step_cells(c, occ, conc, offs, nx, ny, nz, periodic, r, centroid, seed, step
                 remove(c, occ, i)
                 counters[DEATH_TUMOUR] += 1
                 continue
-            nf, _ = scan_neighbours(site, occ, c.ctype, offs, nx, ny, nz, periodic, free_buf, tum_buf)
-            cycling = nf > 0  # contact inhibition: only cells with room to divide are in cycle
             drug = conc[DRUG, site]
+            p_div = r.p_div_max / (1.0 + ifn / r.ifn_prolif_half)
+            divide = rng.uniform(seed, step, i, rng.DIVIDE) < p_div
+            nf = 0
+            if drug > 0.0 or divide:  # the neighbourhood matters only for the drug or a division
+                nf, _ = scan_neighbours(site, occ, c.ctype, offs, nx, ny, nz, periodic, free_buf, tum_buf)
+            cycling = nf > 0  # contact inhibition: only cells with room to divide are in cycle
             if cycling and drug > 0.0:
                 if rng.uniform(seed, step, i, rng.DRUG) < -math.expm1(-r.drug_kill_per_conc_per_min * drug * dt):
                     remove(c, occ, i)
@@ -224,8 +249,7 @@ def step_cells(c, occ, conc, offs, nx, ny, nz, periodic, r, centroid, seed, step
                     continue
             target = r.mhc_baseline + (1.0 - r.mhc_baseline) * ifn / (ifn + r.mhc_ifn_half)
             c.mhc[i] += (target - c.mhc[i]) * r.mhc_relax
-            p_div = r.p_div_max / (1.0 + ifn / r.ifn_prolif_half)
-            if rng.uniform(seed, step, i, rng.DIVIDE) < p_div:
+            if divide:
                 if nf > 0:
                     spawn(c, occ, free_buf[rng.randint(seed, step, i, rng.DIVIDE_SITE, nf)], TUMOUR, c.mhc[i])
                     counters[DIV_TUMOUR] += 1

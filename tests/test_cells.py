@@ -1,0 +1,474 @@
+"""Each cell rule of SCIENCE.md s4 in isolation (abm.kernels.cells), on small lattices built by hand.
+
+How: a fresh state (:func:`abm.state.initial_state` emptied), cells placed with :func:`abm.kernels.cells.spawn`,
+concentrations written directly into ``conc`` (the field solver is not run), and :func:`step_cells` called alone.
+Every other process is switched off through the parameter tree (speed 0, lifespans and division times of 1e9 h or
+days, rates 0), so each test watches one rule. All numbers compared against come from :func:`abm.state.cell_rules`
+of the parameters used, i.e. from the parameter tree.
+
+Statistics: proportions are checked with an exact two-sided binomial test (scipy.stats.binomtest) at significance
+ALPHA = 1e-3 per test; comparisons between two conditions (low vs high IL-2) with a one-sided Fisher exact test at
+the same level. The draws are deterministic functions of (seed, step, index, purpose), so these tests cannot
+flake: a given version either passes or fails. Where a rate is tested, the same sample must also reject a stated
+wrong value (``assert_not_rate``), so each test shows it has the power to see the error it is about. Checked by
+mutation (kernel edited in a scratch copy): m dropped from the CTL kill, (1 - m/2) for NK, ``>`` for ``>=`` in LAK
+conversion, no cycling check for the drug, IL-2 dropped from AICD, ``<=`` for ``<`` in withdrawal, MHC relaxing
+10% fast, IFN-alpha slowing halved: each made its test fail.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scipy.stats import binomtest, fisher_exact
+
+from abm import Model
+from abm.kernels import cells as K
+from abm.params import Params
+from abm.state import cell_rules, initial_state
+
+ALPHA = 1e-3
+OFF = "1e9"  # lifespans (days), division / proliferation times (h): effectively never
+
+# everything that is not the rule under test, off
+QUIET = [
+    "patient.vessel_fraction=0",
+    "init.tumour_radius_um=0",
+    f"patient.tumour_division_time_h={1e4}",
+    "tumour.death_rate_per_day=0",
+    "ctl.speed_um_per_min=0",
+    f"ctl.lifespan_days={OFF}",
+    f"ctl.prolif_time_h={OFF}",
+    "ctl.aicd_rate_per_day=0",
+    "nk.speed_um_per_min=0",
+    f"nk.lifespan_days={OFF}",
+    "lak.speed_um_per_min=0",
+    f"lak.lifespan_days={OFF}",
+    "lak.withdrawal_death_per_day=0",
+]
+
+
+class Bench:
+    """A hand-built state plus the kernel arguments; ``step()`` runs :func:`K.step_cells` once."""
+
+    def __init__(self, nx: int, ny: int, nz: int = 1, sets: list[str] | tuple[str, ...] = (), seed: int = 1):
+        self.params = Params.from_overrides(
+            None, [f"lattice.nx={nx}", f"lattice.ny={ny}", f"lattice.nz={nz}", *QUIET, *sets]
+        )
+        self.state = initial_state(self.params, seed)
+        c, occ = self.state.cells, self.state.occupancy
+        occ[:] = K.FREE  # start from nothing: no tumour, no vessels
+        c.ctype[:] = K.EMPTY
+        c.n[0] = 0
+        self.rules = cell_rules(self.params)
+        self.lat = self.state.lattice
+        self.offs = self.lat.moore()
+        self.seed = seed
+        self.k = 0
+        self.order = np.zeros(c.ctype.shape[0], dtype=np.int64)
+        self.free = np.zeros(len(self.offs), dtype=np.int64)
+        self.tum = np.zeros(len(self.offs), dtype=np.int64)
+        self.w = np.zeros(len(self.offs), dtype=np.float64)
+        self.centroid = np.full(3, np.nan)
+
+    def put(self, x: int, y: int, kind: int, mhc: float | None = None, z: int = 0) -> int:
+        site = int(self.lat.index(x, y, z))
+        assert self.state.occupancy[site] == K.FREE
+        m = self.params.patient.mhc_baseline if mhc is None else mhc
+        return K.spawn(self.state.cells, self.state.occupancy, site, kind, m)
+
+    def set_conc(self, species: int, value: float) -> None:
+        self.state.conc[species, :] = value
+
+    def step(self) -> np.ndarray:
+        s, lat = self.state, self.lat
+        counters = K.empty_counters()
+        K.step_cells(s.cells, s.occupancy, s.conc, self.offs, lat.nx, lat.ny, lat.nz, lat.periodic, self.rules,
+                     self.centroid, self.seed, self.k, counters, self.order, self.free, self.tum, self.w)
+        K.compact(s.cells, s.occupancy)
+        self.k += 1
+        assert K.check_consistency(s.cells, s.occupancy) == 0
+        return counters
+
+    def count(self, kind: int) -> int:
+        c = self.state.cells
+        return int(np.count_nonzero(c.ctype[: c.n[0]] == kind))
+
+
+def pairs(b: Bench, kind: int) -> int:
+    """Isolated (tumour, killer) pairs: tumour at (x, y), killer at (x + 1, y); pairs 4 apart in x, 3 in y, so
+    each killer touches exactly one tumour cell and each tumour cell one killer."""
+    n = 0
+    for y in range(1, b.lat.ny - 1, 3):
+        for x in range(1, b.lat.nx - 2, 4):
+            b.put(x, y, K.TUMOUR)
+            b.put(x + 1, y, kind)
+            n += 1
+    return n
+
+
+def assert_rate(k: int, n: int, p: float, what: str) -> None:
+    res = binomtest(k, n, p)
+    assert res.pvalue > ALPHA, f"{what}: {k}/{n} = {k / n:.4g}, expected {p:.4g} (binomial p = {res.pvalue:.2g})"
+
+
+def assert_not_rate(k: int, n: int, p: float, what: str) -> None:
+    """The test has power: the observed proportion rejects a wrong value ``p``."""
+    assert binomtest(k, n, p).pvalue < ALPHA, f"{what}: {k}/{n} cannot tell {p:.4g} apart"
+
+
+# ----------------------------------------------------------------------------------------------------- CTL kill
+@pytest.mark.parametrize("m", [1.0, 0.5, 0.2])
+def test_ctl_kills_with_probability_p_times_m(m):
+    """Per attempt (an engaged, non-exhausted CTL beside a tumour cell) P(kill) = p_CTL * m. The MHC-I baseline is
+    set to m so that m stays put without IFN-alpha. About 4,000 attempts: a factor of 0.75 on the rate is rejected."""
+    kills = attempts = 0
+    for seed in (1, 2):
+        b = Bench(120, 120, sets=["ctl.kill_prob=0.2", f"patient.mhc_baseline={m}"], seed=seed)
+        pairs(b, K.CTL)
+        for _ in range(8):
+            c = b.step()
+            kills += int(c[K.KILL_CTL])
+            attempts += int(c[K.ENGAGED_CTL])
+    p = b.rules.p_ctl_kill * m
+    assert attempts > 3000
+    assert_rate(kills, attempts, p, f"CTL kill at m={m}")
+    assert_not_rate(kills, attempts, 0.75 * p, f"CTL kill at m={m}")
+
+
+def test_ctl_exhausts_after_max_kills():
+    """A CTL with n_max kills no longer engages or kills (tumour beside it survives every attempt)."""
+    b = Bench(30, 30, sets=["ctl.kill_prob=1", "patient.mhc_baseline=1", "ctl.max_kills=3"])
+    n = pairs(b, K.CTL)
+    b.state.cells.kills[: b.state.cells.n[0]] = np.where(b.state.cells.ctype[: b.state.cells.n[0]] == K.CTL, 3, 0)
+    for _ in range(5):
+        c = b.step()
+        assert c[K.KILL_CTL] == 0 and c[K.ENGAGED_CTL] == 0
+    assert b.count(K.TUMOUR) == n
+
+
+# -------------------------------------------------------------------------------------------- tumour division
+def test_tumour_surrounded_never_divides():
+    """Contact inhibition: on a fully packed lattice no tumour cell has a free neighbour, so none divides; every
+    successful division draw is counted as blocked, at the per-step rate dt / tau_div."""
+    b = Bench(8, 8, sets=["patient.tumour_division_time_h=1"])
+    for y in range(8):
+        for x in range(8):
+            b.put(x, y, K.TUMOUR)
+    blocked = 0
+    steps = 40
+    for _ in range(steps):
+        c = b.step()
+        assert c[K.DIV_TUMOUR] == 0
+        blocked += int(c[K.DIV_TUMOUR_BLOCKED])
+        assert b.count(K.TUMOUR) == 64
+    assert_rate(blocked, 64 * steps, b.rules.p_div_max, "blocked division draws")
+
+
+def test_tumour_surrounded_by_immune_cells_never_divides():
+    """A tumour cell whose 8 neighbours are other cells (NK cells that do not kill) never divides."""
+    b = Bench(3, 3, sets=["patient.tumour_division_time_h=0.5", "nk.kill_prob=0"])
+    for y in range(3):
+        for x in range(3):
+            b.put(x, y, K.TUMOUR if (x, y) == (1, 1) else K.NK)
+    blocked = 0
+    for _ in range(50):
+        c = b.step()
+        assert c[K.DIV_TUMOUR] == 0
+        blocked += int(c[K.DIV_TUMOUR_BLOCKED])
+    assert blocked > 0 and b.count(K.TUMOUR) == 1
+
+
+@pytest.mark.parametrize("ifn_over_k", [0.0, 1.0, 3.0])
+def test_division_rate_and_ifn_slowing(ifn_over_k):
+    """A tumour cell with room divides with probability dt/tau_div / (1 + F/K_F,prolif) per step. Division draws
+    (divisions + blocked) over cells alive at each step's start; ~6,000 trials per case."""
+    tau_h = 1.0
+    succ = trials = 0
+    for seed in (1, 2, 3):
+        b = Bench(90, 90, sets=[f"patient.tumour_division_time_h={tau_h}"], seed=seed)
+        f = ifn_over_k * b.params.tumour.ifn_prolif_half_pM
+        b.set_conc(K.IFNA, f)
+        for y in range(1, 90, 3):
+            for x in range(1, 90, 3):
+                b.put(x, y, K.TUMOUR)
+        for _ in range(2):
+            n0 = b.count(K.TUMOUR)
+            c = b.step()
+            trials += n0
+            succ += int(c[K.DIV_TUMOUR] + c[K.DIV_TUMOUR_BLOCKED])
+    r = b.rules
+    p = r.p_div_max / (1.0 + f / r.ifn_prolif_half)
+    assert r.p_div_max == pytest.approx(b.params.time.dt_min / (tau_h * 60.0))
+    assert_rate(succ, trials, p, f"division at F/K={ifn_over_k}")
+    if ifn_over_k > 0:
+        assert_not_rate(succ, trials, r.p_div_max, "IFN-alpha must slow division")
+
+
+# ------------------------------------------------------------------------------------------------------ MHC-I
+@pytest.mark.parametrize("f_pM", [0.0, 10.0, 100.0])
+def test_mhc_relaxes_to_target_with_time_constant(f_pM):
+    """m relaxes toward m0 + (1 - m0) F/(F + K_F,MHC): after one time constant tau the gap is e^-1 of the start
+    (exact in the discrete scheme: the per-step factor is exp(-dt/tau)); after 10 tau it is at the target."""
+    b = Bench(6, 6)
+    for y in range(6):
+        for x in range(6):  # packed: no division, so every cell is an original
+            b.put(x, y, K.TUMOUR, mhc=1.0 if f_pM == 0 else 0.0)
+    b.set_conc(K.IFNA, f_pM)
+    p = b.params
+    m0, kf = p.patient.mhc_baseline, p.tumour.mhc_ifn_half_pM
+    target = m0 + (1 - m0) * f_pM / (f_pM + kf)
+    start = 1.0 if f_pM == 0 else 0.0
+    n_tau = int(round(p.tumour.mhc_relax_time_h * 60.0 / p.time.dt_min))
+    for _ in range(n_tau):
+        b.step()
+    m = b.state.cells.mhc[: b.state.cells.n[0]]
+    np.testing.assert_allclose(m, target + (start - target) * math.exp(-1.0), atol=2e-5)
+    for _ in range(9 * n_tau):
+        b.step()
+    np.testing.assert_allclose(b.state.cells.mhc[: b.state.cells.n[0]], target, atol=1e-4)
+
+
+# --------------------------------------------------------------------------------------------------------- NK
+@pytest.mark.parametrize("m", [0.0, 0.4, 0.8])
+def test_nk_kill_probability_falls_with_mhc(m):
+    """P(NK kill) = p_NK (1 - m) A per attempt, with activation A = 1 here (baseline activation 1). ~2,400 attempts
+    per m (one step, two seeds); each value rejects the neighbouring m's prediction."""
+    kills = n = 0
+    for seed in (1, 2):
+        b = Bench(120, 120, sets=["nk.kill_prob=0.5", "nk.baseline_activation=1", f"patient.mhc_baseline={m}"],
+                  seed=seed)
+        n += pairs(b, K.NK)
+        kills += int(b.step()[K.KILL_NK])
+    p = b.rules.p_nk_kill * (1.0 - m)
+    assert_rate(kills, n, p, f"NK kill at m={m}")
+    other = m - 0.4 if m >= 0.4 else m + 0.4
+    assert_not_rate(kills, n, b.rules.p_nk_kill * (1.0 - other), f"NK kill at m={m} vs m={other}")
+
+
+def test_nk_activation_by_il2():
+    """With resting activation A0, IL-2 at its half-activation constant raises A to A0 + (1 - A0)/2."""
+    kills = n = 0
+    for seed in (1, 2):
+        b = Bench(120, 120, sets=["nk.kill_prob=0.8", "patient.mhc_baseline=0"], seed=seed)
+        b.set_conc(K.IL2, b.params.nk.il2_activation_half_pM)
+        n += pairs(b, K.NK)
+        kills += int(b.step()[K.KILL_NK])
+    r = b.rules
+    a = r.nk_a0 + (1 - r.nk_a0) * 0.5
+    assert_rate(kills, n, r.p_nk_kill * a, "NK kill at IL-2 = K_A")
+    assert_not_rate(kills, n, r.p_nk_kill * r.nk_a0, "IL-2 must activate NK cells")
+
+
+# -------------------------------------------------------------------------------------------- LAK conversion
+def test_lak_conversion_after_exact_exposure():
+    """An NK cell above theta_LAK converts on the step at which its cumulative exposure reaches T_LAK (the default
+    72 h = 432 steps of 10 min) and not one step before; exposure is cumulative, not consecutive."""
+    b = Bench(20, 20)
+    for y in range(0, 20, 2):
+        for x in range(0, 20, 2):
+            b.put(x, y, K.NK)
+    n = b.count(K.NK)
+    r = b.rules
+    need = math.ceil(r.lak_exposure_min / r.dt_min)
+    assert need == 432
+    above = r.lak_threshold * 1.01
+    b.set_conc(K.IL2, above)
+    for _ in range(need // 2):
+        assert b.step()[K.LAK_CONVERSION] == 0
+    b.set_conc(K.IL2, r.lak_threshold)  # at, not above: no exposure accrues
+    for _ in range(100):
+        assert b.step()[K.LAK_CONVERSION] == 0
+    b.set_conc(K.IL2, above)
+    for _ in range(need - need // 2 - 1):
+        assert b.step()[K.LAK_CONVERSION] == 0
+    assert b.count(K.NK) == n and b.count(K.LAK) == 0
+    c = b.step()
+    assert c[K.LAK_CONVERSION] == n
+    assert b.count(K.LAK) == n and b.count(K.NK) == 0
+
+
+def test_nk_below_threshold_never_converts():
+    b = Bench(10, 10)
+    b.put(3, 3, K.NK)
+    b.set_conc(K.IL2, b.rules.lak_threshold * 0.99)
+    for _ in range(1000):
+        assert b.step()[K.LAK_CONVERSION] == 0
+    assert b.count(K.NK) == 1
+
+
+# ------------------------------------------------------------------------------------------------------- AICD
+def test_aicd_rises_with_il2():
+    """Engaged CTL (beside a tumour cell, kill probability 0 so they stay engaged) die of AICD with probability
+    1 - exp(-k_AICD I/(I + K_AICD) dt) per step. Compared at I = K_AICD/100 and I = 10 K_AICD: each matches its
+    prediction and high > low (Fisher). Unengaged CTL at high IL-2 never die of AICD."""
+    sets = ["ctl.kill_prob=0", "ctl.aicd_rate_per_day=4"]
+    out = {}
+    for level in (0.01, 10.0):
+        deaths = attempts = 0
+        for seed in (1, 2):
+            b = Bench(120, 120, sets=sets, seed=seed)
+            i_pm = level * b.params.ctl.aicd_half_pM
+            b.set_conc(K.IL2, i_pm)
+            pairs(b, K.CTL)
+            for _ in range(10):
+                c = b.step()
+                deaths += int(c[K.DEATH_CTL_AICD])
+                attempts += int(c[K.ENGAGED_CTL])
+        r = b.rules
+        p = -math.expm1(-r.ctl_aicd_per_min * i_pm / (i_pm + r.ctl_aicd_half) * r.dt_min)
+        assert_rate(deaths, attempts, p, f"AICD at I={i_pm} pM")
+        out[level] = (deaths, attempts)
+    (d_lo, n_lo), (d_hi, n_hi) = out[0.01], out[10.0]
+    assert d_hi > d_lo
+    assert fisher_exact([[d_hi, n_hi - d_hi], [d_lo, n_lo - d_lo]], alternative="greater").pvalue < ALPHA
+    # not engaged: no AICD whatever the IL-2
+    b = Bench(30, 30, sets=sets)
+    for y in range(0, 30, 3):
+        for x in range(0, 30, 3):
+            b.put(x, y, K.CTL)
+    b.set_conc(K.IL2, 10 * b.params.ctl.aicd_half_pM)
+    for _ in range(50):
+        c = b.step()
+        assert c[K.DEATH_CTL_AICD] == 0 and c[K.ENGAGED_CTL] == 0
+
+
+# ------------------------------------------------------------------------------------------- LAK withdrawal
+def test_lak_withdrawal_death_only_below_threshold():
+    """Below theta_wd a LAK cell dies of withdrawal with p = 1 - exp(-rate dt) per step (after surviving its
+    natural death draw); at or above it, never of withdrawal, and natural deaths follow 1 - exp(-dt/lifespan).
+    ~27,000 LAK-steps per case."""
+    sets = ["lak.withdrawal_death_per_day=2", "lak.lifespan_days=5"]
+    res = {}
+    for rel in (0.5, 1.0, 2.0):
+        wd = nat = trials = 0
+        b = Bench(60, 60, sets=sets)
+        b.set_conc(K.IL2, rel * b.params.lak.withdrawal_threshold_pM)
+        for y in range(0, 60, 2):
+            for x in range(0, 60, 2):
+                b.put(x, y, K.LAK)
+        for _ in range(30):
+            n0 = b.count(K.LAK)
+            c = b.step()
+            trials += n0
+            nat += int(c[K.DEATH_LAK_NATURAL])
+            wd += int(c[K.DEATH_LAK_WITHDRAWAL])
+        res[rel] = (wd, nat, trials)
+        r = b.rules
+        assert_rate(nat, trials, r.p_lak_death, f"LAK natural death at {rel} theta")
+        if rel < 1.0:
+            assert_rate(wd, trials - nat, r.p_lak_withdrawal, "LAK withdrawal below theta")
+        else:
+            assert wd == 0
+    assert res[0.5][0] > 50
+
+
+# -------------------------------------------------------------------------------------------------------- drug
+def test_drug_spares_non_cycling_tumour():
+    """A tumour cell with no free neighbour is not cycling and the drug never kills it, whatever the dose."""
+    b = Bench(8, 8)
+    for y in range(8):
+        for x in range(8):
+            b.put(x, y, K.TUMOUR)
+    b.set_conc(K.DRUG, 10.0 / (b.rules.drug_kill_per_conc_per_min * b.rules.dt_min))  # p = 1 - e^-10 if cycling
+    for _ in range(20):
+        assert b.step()[K.KILL_DRUG] == 0
+    assert b.count(K.TUMOUR) == 64
+
+
+def test_drug_kills_cycling_tumour_at_stated_rate():
+    """Isolated tumour cells (all cycling) die with p = 1 - exp(-k_drug C dt) per step; ~2,400 cells, one step."""
+    kills = n = 0
+    for seed in (1, 2, 3):
+        b = Bench(90, 90, seed=seed)
+        c_drug = 0.3 / (b.rules.drug_kill_per_conc_per_min * b.rules.dt_min)
+        b.set_conc(K.DRUG, c_drug)
+        for y in range(1, 90, 3):
+            for x in range(1, 90, 3):
+                b.put(x, y, K.TUMOUR)
+                n += 1
+        kills += int(b.step()[K.KILL_DRUG])
+    p = -math.expm1(-0.3)
+    assert_rate(kills, n, p, "drug kill of cycling cells")
+
+
+def test_drug_in_block_kills_rim_first():
+    """In a packed block, a kill needs a free neighbour at the cell's turn: in one step at p ~ 1 only cells on the
+    rim or beside a cell killed earlier in the same step can die, so the core (distance >= 2 from the rim,
+    reachable only through two earlier kills in order) mostly survives and the first layer all die."""
+    b = Bench(20, 20)
+    for y in range(4, 16):
+        for x in range(4, 16):
+            b.put(x, y, K.TUMOUR)
+    b.set_conc(K.DRUG, 40.0 / (b.rules.drug_kill_per_conc_per_min * b.rules.dt_min))
+    b.step()
+    alive = b.state.cell_type_map().reshape(20, 20) == K.TUMOUR
+    assert not alive[4, 4:16].any() and not alive[15, 4:16].any()  # outer layer: all cycling, all killed
+    assert not alive[4:16, 4].any() and not alive[4:16, 15].any()
+    assert alive[7:13, 7:13].sum() > 0  # deep core: survives a step
+
+
+# ------------------------------------------------------------------------------------------------- invariants
+@st.composite
+def configs(draw, three_d: bool):
+    if three_d:
+        nx, ny, nz = (draw(st.integers(3, 7)) for _ in range(3))
+    else:
+        nx, ny, nz = draw(st.integers(4, 16)), draw(st.integers(4, 16)), 1
+    n_sites = nx * ny * nz
+    radius = draw(st.sampled_from([0.0, 20.0, 40.0, 80.0]))
+    free_guess = max(0, n_sites // 3)
+    sets = [
+        f"lattice.nx={nx}", f"lattice.ny={ny}", f"lattice.nz={nz}",
+        f"lattice.boundary={draw(st.sampled_from(['closed', 'periodic']))}",
+        f"init.tumour_radius_um={radius}",
+        f"init.ctl_cells={draw(st.integers(0, free_guess // 3))}",
+        f"init.nk_cells={draw(st.integers(0, free_guess // 3))}",
+        f"init.lak_cells={draw(st.integers(0, free_guess // 3))}",
+        f"patient.vessel_fraction={draw(st.sampled_from([0.0, 0.05, 0.2]))}",
+        f"patient.tumour_division_time_h={draw(st.sampled_from([0.5, 5.0, 48.0]))}",
+        f"ctl.kill_prob={draw(st.floats(0, 1))}",
+        f"ctl.speed_um_per_min={draw(st.sampled_from([0.0, 3.0, 8.0, 30.0]))}",
+        f"nk.speed_um_per_min={draw(st.sampled_from([0.0, 8.0, 30.0]))}",
+        f"lak.kill_prob={draw(st.floats(0, 1))}",
+        f"ctl.prolif_time_h={draw(st.sampled_from([0.5, 12.0]))}",
+        f"ctl.recruit_per_vessel_per_day={draw(st.sampled_from([0.0, 5.0, 100.0]))}",
+        f"nk.recruit_per_vessel_per_day={draw(st.sampled_from([0.0, 50.0]))}",
+        f"nk.lak_exposure_h={draw(st.sampled_from([0.5, 72.0]))}",
+        f"ctl.il2_secretion_molecules_per_s={draw(st.sampled_from([0.0, 100.0]))}",
+    ]
+    plasma = [draw(st.sampled_from([0.0, 1.0, 1e3, 1e5])) for _ in range(3)]
+    return sets, plasma, draw(st.integers(0, 2**63 - 1)), draw(st.integers(1, 5))
+
+
+@pytest.mark.parametrize("three_d", [False, True], ids=["2d", "3d"])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_invariants(three_d, data):
+    """One cell per site; occupancy and cell arrays agree; counts equal live cells; fields non-negative."""
+    sets, plasma, seed, steps = data.draw(configs(three_d))
+    try:
+        m = Model(sets=sets, seed=seed)
+    except ValueError as e:  # more immune cells than free sites: a clear refusal, not a broken state
+        assert "free sites" in str(e)
+        return
+    m.plasma[:] = plasma
+    for _ in range(steps):
+        m.step()
+        s = m.state
+        n = s.n_cells
+        sites = s.cells.site[:n]
+        assert np.unique(sites).size == n
+        assert K.check_consistency(s.cells, s.occupancy) == 0
+        assert (s.cells.ctype[:n] != K.EMPTY).all()
+        assert np.count_nonzero(s.occupancy >= 0) == n
+        assert (s.occupancy[s.vessels] == K.VESSEL).all()
+        counts = m.counts()
+        assert sum(counts.values()) == n
+        assert counts["tumour"] == m.latest["n_tumour"] and counts["ctl"] == m.latest["n_ctl"]
+        assert np.isfinite(s.conc).all() and (s.conc >= 0).all()
+        assert ((s.cells.mhc[:n] >= 0) & (s.cells.mhc[:n] <= 1)).all()
