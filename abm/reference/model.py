@@ -297,14 +297,11 @@ class ReferenceModel(Model):
         self.dt_min = p.time.dt_min
         self.nx, self.ny = p.lattice.nx, p.lattice.ny
         self.site_area_mm2 = (p.lattice.spacing_um * 1e-3) ** 2
-        periodic = p.lattice.boundary == "periodic" if hasattr(p.lattice, "boundary") else False
+        periodic = p.lattice.boundary == "periodic"
         self.grid = OrthogonalMooreGrid((self.nx, self.ny), torus=periodic, capacity=1, random=self.random)
 
         # initial placement: the same function as abm.Model (tumour disc, vessels, initial immune cells)
         init = initial_state(p, seed)
-        periodic = bool(init.lattice.periodic)
-        if periodic:
-            self.grid = OrthogonalMooreGrid((self.nx, self.ny), torus=True, capacity=1, random=self.random)
         self.vessel_sites = init.vessels
         self.vessels = [Vessel(self, self._cell_at(s)) for s in init.vessels]
         c = init.cells
@@ -321,10 +318,15 @@ class ReferenceModel(Model):
         self.conc = np.zeros((len(self.species), n_sites))
         self.uptake = np.zeros((len(self.species), n_sites), dtype=np.float32)
         self.source = np.zeros((len(self.species), n_sites), dtype=np.float32)
-        self.solver = FieldSolver((self.nx, self.ny, 1), p.lattice.spacing_um, self.dt_min,
-                                  [p.species[s].diffusion_um2_per_min for s in self.species],
-                                  [p.species[s].decay_per_min for s in self.species],
-                                  periodic=periodic, substeps=p.time.field_substeps)
+        self.solver = FieldSolver(
+            (self.nx, self.ny, 1),
+            p.lattice.spacing_um,
+            self.dt_min,
+            [p.species[s].diffusion_um2_per_min for s in self.species],
+            [p.species[s].decay_per_min for s in self.species],
+            periodic=periodic,
+            substeps=p.time.field_substeps,
+        )
         self.permeability = np.array([p.species[s].vessel_permeability_per_min for s in self.species])
         self.plasma = np.zeros(len(self.species))
         self.therapy = scenario.make_therapy()
@@ -404,16 +406,26 @@ class ReferenceModel(Model):
     def recruitment_probabilities(self, n_t: float) -> tuple[float, float]:
         """Per-vessel probabilities of a CTL and an NK entry this step (as abm.Model.recruitment_probabilities)."""
         p, cp = self.params, float(self.plasma[IL2])
-        ctl = (p.ctl.recruit_per_vessel_per_day * p.patient.antigenicity * n_t / (n_t + p.ctl.recruit_tumour_half_cells)
-               * (1.0 + p.ctl.il2_recruit_boost * cp / (cp + p.ctl.il2_recruit_half_pM)))
-        nk = (p.nk.recruit_per_vessel_per_day * p.patient.nk_recruitment_scale
-              * (1.0 + p.nk.il2_recruit_boost * cp / (cp + p.nk.il2_recruit_half_pM)))
+        ctl = (
+            p.ctl.recruit_per_vessel_per_day
+            * p.patient.antigenicity
+            * n_t
+            / (n_t + p.ctl.recruit_tumour_half_cells)
+            * (1.0 + p.ctl.il2_recruit_boost * cp / (cp + p.ctl.il2_recruit_half_pM))
+        )
+        nk = (
+            p.nk.recruit_per_vessel_per_day
+            * p.patient.nk_recruitment_scale
+            * (1.0 + p.nk.il2_recruit_boost * cp / (cp + p.nk.il2_recruit_half_pM))
+        )
         dt_day = self.dt_min / 1440.0
         return -math.expm1(-ctl * dt_day), -math.expm1(-nk * dt_day)
 
     def observe(self) -> dict[str, float]:
-        n = {k: len(self.agents_by_type.get(cls, [])) for k, cls in
-             (("tumour", TumourCell), ("ctl", CTL), ("nk", NKCell), ("lak", LAKCell))}
+        n = {
+            k: len(self.agents_by_type.get(cls, []))
+            for k, cls in (("tumour", TumourCell), ("ctl", CTL), ("nk", NKCell), ("lak", LAKCell))
+        }
         out = {f"n_{k}": float(v) for k, v in n.items()}
         out["tumour_area_mm2"] = n["tumour"] * self.site_area_mm2
         for name in COUNTER_NAMES:
@@ -425,8 +437,13 @@ class ReferenceModel(Model):
         return sum(len(self.agents_by_type.get(k, [])) for k in (TumourCell, *IMMUNE))
 
 
-def run_reference(scenario: Any = None, *, days: float, seed: int = 0, sets: list[str] | None = None,
-                  ) -> dict[str, np.ndarray]:
+def run_reference(
+    scenario: Any = None,
+    *,
+    days: float,
+    seed: int = 0,
+    sets: list[str] | None = None,
+) -> dict[str, np.ndarray]:
     """Run the reference model for ``days`` and return every observable per step (step 0 = initial state)."""
     m = ReferenceModel(scenario, seed=seed, sets=sets)
     n_steps = int(round(days * 1440.0 / m.dt_min))

@@ -1,0 +1,1 @@
+"""abm benchmarks: run them all with ``python -m benchmarks [--quick] [--json PATH] [--plot]``."""
