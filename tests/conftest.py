@@ -21,6 +21,9 @@ SHIPPED = (
 )
 """The eight scenarios the project ships (scenarios/*.toml)."""
 
+TINY_RUN_SNAPSHOT_MIN = 360.0
+"""Snapshot interval of the shared ``tiny_run`` file, minutes."""
+
 
 @pytest.fixture(scope="session")
 def tiny_sets() -> list[str]:
@@ -38,5 +41,5 @@ def tiny_run(tmp_path_factory):
 
     path: Path = tmp_path_factory.mktemp("tiny_run") / "hd.h5"
     sc = abm.Scenario.load("high_dose_il2", sets=TINY_SETS)
-    res = abm.run(sc, out=path, seed=7, days=1.5, snapshot_every_min=360)
+    res = abm.run(sc, out=path, seed=7, days=1.5, snapshot_every_min=TINY_RUN_SNAPSHOT_MIN)
     return res, path, sc

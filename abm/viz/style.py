@@ -41,11 +41,23 @@ PROJECTION_PRIORITY = (EMPTY, TUMOUR, NK, CTL, LAK, VESSEL_CODE)
 SPECIES_LABELS = {"il2": "IL-2", "ifna": "IFN-alpha", "drug": "drug"}
 SPECIES_COLOURS = {"il2": OKABE_ITO["blue"], "ifna": OKABE_ITO["bluish_green"], "drug": OKABE_ITO["vermillion"]}
 SPECIES_CMAPS = {"il2": "Blues", "ifna": "Greens", "drug": "Oranges"}
-KILLER_COLOURS = {"ctl": CELL_COLOURS[CTL], "nk": CELL_COLOURS[NK], "lak": CELL_COLOURS[LAK],
-                  "drug": OKABE_ITO["vermillion"]}
+KILLER_COLOURS = {
+    "ctl": CELL_COLOURS[CTL],
+    "nk": CELL_COLOURS[NK],
+    "lak": CELL_COLOURS[LAK],
+    "drug": OKABE_ITO["vermillion"],
+}
 # distinct line colours for several runs side by side
-RUN_COLOURS = (OKABE_ITO["blue"], OKABE_ITO["vermillion"], OKABE_ITO["bluish_green"], OKABE_ITO["orange"],
-               OKABE_ITO["reddish_purple"], OKABE_ITO["sky_blue"], OKABE_ITO["black"], OKABE_ITO["yellow"])
+RUN_COLOURS = (
+    OKABE_ITO["blue"],
+    OKABE_ITO["vermillion"],
+    OKABE_ITO["bluish_green"],
+    OKABE_ITO["orange"],
+    OKABE_ITO["reddish_purple"],
+    OKABE_ITO["sky_blue"],
+    OKABE_ITO["black"],
+    OKABE_ITO["yellow"],
+)
 
 LENGTH_UNITS = {"mm": 1e-3, "um": 1.0}  # factor from micrometres
 MIN_PER_DAY = 1440.0
@@ -157,8 +169,17 @@ def add_scale_bar(ax, width_data: float, units: str) -> None:
     mag = 10 ** np.floor(np.log10(target))
     length = max(m * mag for m in (1, 2, 5) if m * mag <= target)
     label = f"{length:g} {'µm' if units == 'um' else units}"
-    bar = AnchoredSizeBar(ax.transData, length, label, "lower right", pad=0.3, color="black", frameon=True,
-                          size_vertical=width_data / 150.0, fontproperties={"size": 8})
+    bar = AnchoredSizeBar(
+        ax.transData,
+        length,
+        label,
+        "lower right",
+        pad=0.3,
+        color="black",
+        frameon=True,
+        size_vertical=width_data / 150.0,
+        fontproperties={"size": 8},
+    )
     bar.patch.set_alpha(0.7)
     ax.add_artist(bar)
 
@@ -173,3 +194,16 @@ def cell_legend_handles(include_vessel: bool = True):
 def field_label(run_or_units: Any, name: str) -> str:
     units = run_or_units if isinstance(run_or_units, str) else run_or_units.field_units.get(name, "")
     return f"{SPECIES_LABELS.get(name, name)} ({units})"
+
+
+def tidy_colourbar(cb) -> None:
+    """Readable tick labels on a colour bar: plain numbers; a log range under a decade gets five labelled ticks."""
+    from matplotlib.colors import LogNorm
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    fmt = FuncFormatter(lambda x, _pos: f"{x:.4g}")
+    norm = cb.mappable.norm
+    if isinstance(norm, LogNorm) and norm.vmax / norm.vmin < 10.0:
+        cb.set_ticks(np.geomspace(norm.vmin, norm.vmax, 5))
+    cb.ax.yaxis.set_major_formatter(fmt)
+    cb.ax.yaxis.set_minor_formatter(NullFormatter())

@@ -1,0 +1,442 @@
+"""abm.viz: figures, animations, the CLI sub-commands and the interactive page, on tiny 2D and 3D runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+matplotlib = pytest.importorskip("matplotlib")
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
+
+import abm  # noqa: E402
+from abm import viz  # noqa: E402
+from abm.viz import style as st  # noqa: E402
+
+TINY_2D = ["lattice.nx=40", "lattice.ny=40", "init.tumour_radius_um=100"]
+TINY_3D = ["lattice.nx=16", "lattice.ny=16", "lattice.nz=12", "init.tumour_radius_um=60"]
+SNAP_MIN = 240.0
+CELL_LEGEND = ["tumour", "CTL", "NK", "LAK", "vessel"]
+MAGIC = {".png": b"\x89PNG", ".pdf": b"%PDF", ".svg": b"<?xml"}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A tiny 2D high-dose IL-2 run (1.5 days) and a tiny 3D IL-2 + IFN-alpha + 5-FU run (0.5 days), on disk."""
+    d = tmp_path_factory.mktemp("viz")
+    abm.run("high_dose_il2", out=d / "r2.h5", seed=3, days=1.5, sets=TINY_2D, snapshot_every_min=SNAP_MIN)
+    abm.run("il2_ifna_5fu", out=d / "r3.h5", seed=3, days=0.5, sets=TINY_3D, snapshot_every_min=SNAP_MIN)
+    return abm.load(d / "r2.h5"), abm.load(d / "r3.h5")
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def legend_texts(legend) -> list[str]:
+    return [t.get_text() for t in legend.get_texts()]
+
+
+def colourbar_labels(fig) -> list[str]:
+    return [a.get_ylabel() for a in fig.axes if a.get_label() == "<colorbar>"]
+
+
+def assert_saves(fig, tmp_path: Path, stem: str) -> None:
+    for ext, magic in MAGIC.items():
+        out = tmp_path / f"{stem}{ext}"
+        fig.savefig(out, dpi=60)
+        head = out.read_bytes()[:64]
+        assert head.startswith(magic) or (ext == ".svg" and b"<svg" in out.read_bytes()[:2000]), (out, head)
+
+
+# ---------------------------------------------------------------- 2D figures
+
+
+def test_snapshot_2d_panels_legend_colourbar_and_formats(runs, tmp_path):
+    r2, _ = runs
+    fig = viz.snapshot_figure(r2, time_day=1.0, field="il2", log=True)
+    main = [a for a in fig.axes if a.get_label() != "<colorbar>"]
+    assert len(main) == 1
+    ax = main[0]
+    assert legend_texts(ax.get_legend()) == CELL_LEGEND
+    assert colourbar_labels(fig) == ["IL-2 (pM)"]
+    field_img = ax.images[0]
+    assert isinstance(field_img.norm, LogNorm)
+    assert "day 1.00" in ax.get_title()
+    assert ax.get_xlabel() == "x (mm)"
+    # extent in mm: 40 sites of the lattice spacing
+    assert ax.get_xlim()[1] == pytest.approx(40 * r2.spacing_um / 1000)
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+    assert any(isinstance(a, AnchoredSizeBar) for a in ax.artists), "no scale bar"
+    assert_saves(fig, tmp_path, "snapshot")
+
+
+def test_snapshot_marks_vessels_and_cells_with_their_codes(runs):
+    r2, _ = runs
+    fig = viz.snapshot_figure(r2)  # no field: the only image is the cells
+    ax = fig.axes[0]
+    shown = np.ma.filled(ax.images[0].get_array(), st.EMPTY)
+    ct = r2.cell_type(-1)
+    vess = st.vessel_mask(r2)
+    assert vess.sum() == len(r2.vessel_sites) > 0
+    assert np.all(shown[vess] == st.VESSEL_CODE)
+    assert np.array_equal(shown[~vess], ct[~vess])
+    # the palette: tumour orange, vessel black (Okabe-Ito)
+    cmap, norm = st.cell_cmap()
+    assert matplotlib.colors.to_hex(cmap(norm(st.TUMOUR))) == "#e69f00"
+    assert matplotlib.colors.to_hex(cmap(norm(st.VESSEL_CODE))) == "#000000"
+
+
+def test_snapshot_units_contours_and_bad_input(runs):
+    r2, _ = runs
+    fig = viz.snapshot_figure(r2, 0.0, field="ifna", overlay="contour", units="um")
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "x (µm)"
+    assert ax.get_xlim()[1] == pytest.approx(40 * r2.spacing_um)
+    assert colourbar_labels(fig) == ["IFN-alpha (pM)"]
+    with pytest.raises(ValueError, match="no field 'foo'; allowed: il2, ifna, drug"):
+        viz.snapshot_figure(r2, field="foo")
+    with pytest.raises(ValueError, match="outside the snapshots, allowed 0 to 1.5 days"):
+        viz.snapshot_figure(r2, time_day=9.0)
+    with pytest.raises(ValueError, match="allowed length units"):
+        viz.snapshot_figure(r2, units="furlong")
+    with pytest.raises(ValueError, match="overlay='blob'"):
+        viz.snapshot_figure(r2, field="il2", overlay="blob")
+
+
+def test_fields_panels_units_and_shared_scale(runs, tmp_path):
+    r2, _ = runs
+    fig = viz.fields_figure(r2, shared=True, log=False)
+    main = [a for a in fig.axes if a.get_label() != "<colorbar>"]
+    assert [a.get_title() for a in main] == ["IL-2", "IFN-alpha", "drug"]
+    assert colourbar_labels(fig) == ["IL-2 (pM)", "IFN-alpha (pM)", "drug (uM)"]
+    # shared: IL-2 and IFN-alpha (both pM) on one scale, the maximum of the two
+    n_il2, n_ifna = main[0].images[0].norm, main[1].images[0].norm
+    assert n_il2.vmax == n_ifna.vmax
+    i = r2.n_snapshots - 1
+    assert n_il2.vmax == pytest.approx(max(r2.field("il2", i).max(), r2.field("ifna", i).max()), rel=1e-6)
+    apart = viz.fields_figure(r2, shared=False)
+    assert apart.axes[0].images[0].norm.vmax == pytest.approx(float(r2.field("il2", i).max()), rel=1e-6)
+    assert_saves(fig, tmp_path, "fields")
+
+
+def test_dashboard_panels_thresholds_and_dose_markers(runs, tmp_path):
+    r2, _ = runs
+    fig = viz.dashboard_figure(r2)
+    titles = [a.get_title() for a in fig.axes]
+    for t in (
+        "cells by type",
+        "tumour size (RECIST)",
+        "plasma levels and doses",
+        "systemic toxicity",
+        "kills by killer",
+    ):
+        assert t in titles, titles
+    ax = {a.get_title(): a for a in fig.axes}
+    assert legend_texts(ax["cells by type"].get_legend()) == ["tumour", "CTL", "NK", "LAK"]
+    recist = legend_texts(ax["tumour size (RECIST)"].get_legend())
+    assert "partial response (-30% of baseline)" in recist and "progression (+20% over nadir)" in recist
+    pat = r2.params.patient
+    tox = ax["systemic toxicity"]
+    hlines = sorted(line.get_ydata()[0] for line in tox.lines[1:3])
+    assert hlines == [pat.toxicity_hold_threshold, pat.toxicity_dlt_threshold]
+    assert legend_texts(ax["kills by killer"].get_legend()) == ["CTL", "NK", "LAK", "drug"]
+    # every dose event is drawn, and the legend counts them
+    plasma = ax["plasma levels and doses"]
+    n_given, n_held = len(r2.events_of("dose_given")), len(r2.events_of("dose_held"))
+    assert n_given > 0 and n_held > 0, "the tiny high-dose run should both give and hold doses"
+    marks = sum(len(line.get_xdata()) for line in plasma.lines if line.get_marker() in ("v", "x"))
+    assert marks == n_given + n_held
+    labels = legend_texts(plasma.get_legend())
+    assert f"dose given ({n_given})" in labels and f"dose held ({n_held})" in labels
+    # kills panel is cumulative: the last value is the run's total
+    kills = ax["kills by killer"].lines[1].get_ydata()
+    assert kills[-1] == pytest.approx(r2.summary["total_kills_nk"])
+    assert_saves(fig, tmp_path, "dashboard")
+
+
+# ---------------------------------------------------------------- 3D figures
+
+
+def test_slices_3d_panels_legend_colourbar(runs, tmp_path):
+    _, r3 = runs
+    fig = viz.snapshot_figure(r3, field="drug")  # a 3D run gives the slices figure
+    main = [a for a in fig.axes if a.get_label() != "<colorbar>"]
+    titles = [a.get_title() for a in main]
+    assert titles == [
+        "xy slice, z = 6",
+        "xz slice, y = 8",
+        "yz slice, x = 8",
+        "projection along z (immune over tumour)",
+    ]
+    assert legend_texts(fig.legends[0]) == CELL_LEGEND
+    assert colourbar_labels(fig) == ["drug (uM)"]
+    assert main[1].get_ylabel() == "z (mm)"
+    assert_saves(fig, tmp_path, "slices")
+
+
+def test_projection_puts_immune_cells_over_tumour():
+    codes = np.zeros((3, 2, 2), dtype=np.uint8)
+    codes[:, 0, 0] = [st.TUMOUR, st.CTL, st.TUMOUR]
+    codes[:, 0, 1] = [st.EMPTY, st.TUMOUR, st.EMPTY]
+    codes[:, 1, 0] = [st.NK, st.LAK, st.EMPTY]
+    proj = st.project_codes(codes, axis=0)
+    assert proj.tolist() == [[st.CTL, st.TUMOUR], [st.LAK, st.EMPTY]]
+
+
+def test_dashboard_and_fields_on_3d(runs):
+    _, r3 = runs
+    fig = viz.dashboard_figure(r3)
+    assert any(a.get_title().startswith("z projection") for a in fig.axes)
+    fig = viz.fields_figure(r3)
+    assert "z = 6 slice" in fig.get_suptitle()
+    with pytest.raises(ValueError, match="needs a 3D run"):
+        viz.slices_figure(runs[0])
+
+
+# ---------------------------------------------------------------- comparison
+
+
+def test_compare_shared_scales_and_aligned_time(runs, tmp_path):
+    r2, r3 = runs
+    fig = viz.compare_figure([r2, r3], ["hd", "combo"], field="il2")
+    lattices = [a for a in fig.axes if a.get_title().startswith(("hd", "combo"))]
+    assert len(lattices) == 2
+    # aligned time: both lattices at the last time both runs reached (0.5 days)
+    assert all("day 0.50" in a.get_title() for a in lattices)
+    # one shared field colour scale
+    norms = [a.images[0].norm for a in lattices]
+    assert norms[0] is norms[1]
+    assert colourbar_labels(fig) == ["IL-2 (pM)"]
+    series = [a for a in fig.axes if a.get_xlabel() == "time (days)"]
+    assert len(series) == 4
+    assert legend_texts(series[0].get_legend()) == ["hd", "combo"]
+    assert series[0].get_shared_x_axes().joined(series[0], series[3])
+    assert_saves(fig, tmp_path, "compare")
+    with pytest.raises(ValueError, match="1 labels for 2 runs"):
+        viz.compare_figure([r2, r3], ["x"])
+
+
+# ---------------------------------------------------------------- animation
+
+
+def test_animation_gif_has_one_frame_per_snapshot(runs, tmp_path):
+    from PIL import Image
+
+    r2, _ = runs
+    out = viz.animate(r2, tmp_path / "a.gif", field="il2", fps=5, progress=False)
+    with Image.open(out) as im:
+        assert im.n_frames == r2.n_snapshots
+        assert im.info["duration"] == 200
+
+
+def test_animation_mp4_frames_and_3d(runs, tmp_path):
+    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
+    r2, r3 = runs
+    out = viz.animate(r2, tmp_path / "a.mp4", fps=10, progress=False)
+    n, _secs = imageio_ffmpeg.count_frames_and_secs(str(out))
+    assert n == r2.n_snapshots
+    out = viz.animate(r3, tmp_path / "b.mp4", field="drug", max_frames=2, progress=False)
+    n, _secs = imageio_ffmpeg.count_frames_and_secs(str(out))
+    assert n == 2
+    with pytest.raises(ValueError, match="allowed animation formats are .mp4, .gif"):
+        viz.animate(r2, tmp_path / "a.avi")
+    with pytest.raises(ValueError, match="allowed range 0 < fps <= 120"):
+        viz.animate(r2, tmp_path / "a.gif", fps=0)
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def test_cli_plot_compare_animate(runs, tmp_path, capsys):
+    from abm.cli import main
+
+    r2, r3 = runs
+    src = tmp_path / "run.h5"
+    shutil.copy(r2.path, src)
+    assert main(["plot", str(src)]) == 0
+    assert (tmp_path / "run_dashboard.png").exists()
+    assert f"wrote {tmp_path / 'run_dashboard.png'}" in capsys.readouterr().out
+    assert (
+        main(
+            [
+                "plot",
+                str(src),
+                "--kind",
+                "snapshot",
+                "--time",
+                "0.5",
+                "--field",
+                "il2",
+                "--log",
+                "--out",
+                str(tmp_path / "s.svg"),
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "s.svg").exists()
+    assert main(["plot", str(src), "--kind", "fields", "--out", str(tmp_path / "f.pdf")]) == 0
+    assert main(["compare", str(src), str(r3.path), "--out", str(tmp_path / "c.png"), "--labels", "a,b"]) == 0
+    assert main(["animate", str(src), "--out", str(tmp_path / "m.gif"), "--quiet", "--fps", "4"]) == 0
+    assert (tmp_path / "m.gif").exists()
+    capsys.readouterr()
+    assert main(["plot", str(src), "--field", "foo"]) == 2
+    assert "no field 'foo'" in capsys.readouterr().err
+    assert main(["plot", str(tmp_path / "missing.h5")]) == 2
+    assert main(["plot", str(src), "--out", str(tmp_path / "x.jpg")]) == 2
+    assert ".png, .pdf, .svg" in capsys.readouterr().err
+    assert main(["animate", str(src), "--out", str(tmp_path / "m.avi")]) == 2
+
+
+def test_serve_command_is_local_by_default():
+    from abm.cli import build_parser
+    from abm.viz.cli import serve_command
+
+    args = build_parser().parse_args(["serve"])
+    assert args.host == "127.0.0.1"
+    cmd, env = serve_command("untreated", ["lattice.nx=30"], args.host, args.port)
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
+    assert env["ABM_SERVE_SCENARIO"] == "untreated"
+
+
+# ---------------------------------------------------------------- interactive page
+
+
+def test_page_headless_step_advances_model():
+    solara = pytest.importorskip("solara")
+    import ipyvuetify as v
+    import ipywidgets
+    from mesa.visualization.solara_viz import ModelController
+
+    from abm.viz.app import ServeModel, lattice_component
+
+    sets = ("lattice.nx=30", "lattice.ny=30")
+    model = solara.reactive(ServeModel("il2_ifna", seed=2, sets=sets))
+    lattice = lattice_component()
+
+    @solara.component
+    def Harness():
+        with solara.Column():
+            ModelController(
+                model,
+                model_parameters={"scenario": "il2_ifna", "seed": 2, "sets": sets},
+                use_threads=solara.reactive(False),
+                play_interval=solara.reactive(100),
+                render_interval=solara.reactive(1),
+            )
+            lattice(model.value)
+
+    _box, rc = solara.render(Harness(), handle_error=False)
+
+    def status() -> str:
+        texts = [
+            w.children[0] for w in rc.find(v.Html).widgets if w.children and str(w.children[0]).startswith("step ")
+        ]
+        assert len(texts) == 1
+        return texts[0]
+
+    picture = lambda: bytes(rc.find(ipywidgets.Image).widget.value)  # noqa: E731
+    assert status().startswith("step 0 ")
+    before = picture()
+    rc.find(v.Btn, children=["Step"]).widget.click()
+    assert status().startswith("step 1 ")
+    assert model.value.step_index == 1
+    assert picture() != before
+    rc.find(v.Btn, children=["Reset"]).widget.click()
+    assert status().startswith("step 0 ")
+
+
+def test_serve_model_inputs_reach_the_regimen():
+    from abm.viz.app import ServeModel
+
+    on = ServeModel("il2_ifna", il2_dose_scale=0.5, ifna_on=True, sets=("lattice.nx=20", "lattice.ny=20"))
+    off = ServeModel("il2_ifna", il2_dose_scale=0.5, ifna_on=False, sets=("lattice.nx=20", "lattice.ny=20"))
+    assert on.scenario.regimen.dose_scale.il2 == 0.5
+    assert on.scenario.regimen.dose_scale.ifna == 1.0 and off.scenario.regimen.dose_scale.ifna == 0.0
+    with pytest.raises(ValueError, match="overlay='x': allowed il2, ifna, drug, none"):
+        ServeModel("il2_ifna", overlay="x", sets=("lattice.nx=20", "lattice.ny=20"))
+
+
+# ---------------------------------------------------------------- in a real browser
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is absent (apt-get install chromium chromium-driver)"
+)
+def test_page_in_browser_step_changes_counter_and_picture():
+    pytest.importorskip("solara")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from abm.viz.cli import serve_command
+
+    port = _free_port()
+    cmd, env = serve_command("untreated", ["lattice.nx=30", "lattice.ny=30"], "127.0.0.1", port)
+    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    opts = Options()
+    opts.binary_location = CHROMIUM
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1400,1000"):
+        opts.add_argument(a)
+    driver = None
+    try:
+        deadline = time.monotonic() + 90
+        while True:  # wait for the server to listen
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert server.poll() is None, "abm serve exited"
+                assert time.monotonic() < deadline, "abm serve did not start listening in 90 s"
+                time.sleep(0.5)
+        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+        driver.get(f"http://127.0.0.1:{port}/")
+        wait = WebDriverWait(driver, 90)
+
+        def status():
+            return [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".abm-status") if e.text.startswith("step")]
+
+        def pictures():
+            return [e.get_attribute("src") for e in driver.find_elements(By.TAG_NAME, "img")]
+
+        wait.until(lambda d: status())
+        assert status()[0].startswith("step 0 ")
+        before = pictures()
+        step = [b for b in driver.find_elements(By.TAG_NAME, "button") if b.text.strip().upper() == "STEP"]
+        assert len(step) == 1
+        step[0].click()
+        wait.until(lambda d: status() and status()[0].startswith("step 1 "))
+        wait.until(lambda d: pictures() != before)
+    finally:
+        if driver is not None:
+            driver.quit()
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
