@@ -166,7 +166,8 @@ class Scenario(BaseModel):
                 raw = _merge(raw, _nest(key, value))
                 Scenario.from_dict(raw, source="--set " + s)
             except ParameterError as e:
-                raise ParameterError(str(e).replace(f"--set {s}: ", f"--set {s}: ", 1)) from None
+                msg = str(e)
+                raise ParameterError(msg if msg.startswith(f"--set {s}") else f"--set {s}: {msg}") from None
         return Scenario.from_dict(raw, source=self.source, text=self.text)
 
     def with_params(self, params: Params) -> Scenario:
@@ -232,6 +233,10 @@ def _validate(model: type[BaseModel], data: Any, source: str, section: str) -> A
     try:
         return model.model_validate(data)
     except ValidationError as e:
+        if section == "regimen":
+            from abm.therapy.regimen import format_regimen_error
+
+            _raise(format_regimen_error(e, source))
         msg = format_validation_error(e, model, source)
         return _raise(msg.replace(f"{source}: key '", f"{source}: key '{section}.", -1))
 
@@ -241,6 +246,7 @@ def _check_section_keys(data: dict[str, Any], model: type[BaseModel], source: st
         check_keys(data, model, source)
     except ParameterError as e:
         raise ParameterError(str(e).replace(f"{source}: unknown key '", f"{source}: unknown key '{section}.", 1)
+                             .replace("did you mean '", f"did you mean '{section}.")
                              .replace("Valid keys in the top level", f"Valid keys in {section}")) from None
 
 

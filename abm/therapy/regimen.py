@@ -248,6 +248,8 @@ class Regimen(Group):
             units = params.species[block.drug].units
             scale = getattr(self.dose_scale, block.drug)
             dose = block.dose * scale
+            if dose <= 0.0:  # a block scaled to zero (a single-agent arm of a combination grid) is not given
+                continue
             mol = _pk.dose_to_mol(block.drug, dose, block.unit, params.pk, params.patient, block.duration_h)
             amount = _pk.mol_to_plasma_amount(mol, units)
             for t, cycle in block.times_min():
