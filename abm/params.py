@@ -282,6 +282,12 @@ class CTLParams(Group):
         symbol="T_sec",
         source="SCIENCE.md s4",
     )
+    prolif_requires_activation: bool = P(
+        True,
+        "-",
+        "only CTL activated by an engagement (within their secretion window) proliferate on IL-2",
+        source="choice: the high-affinity IL-2 receptor (CD25) is expressed after TCR activation",
+    )
     prolif_time_h: float = P(
         12.0, "h", "mean time to divide at saturating IL-2", gt=0, symbol="tau_prolif", source="SCIENCE.md s4"
     )
@@ -419,13 +425,13 @@ class SpeciesParams(Group):
     diffusion_um2_per_s: float = P(100.0, "um^2/s", "diffusion coefficient", ge=0, le=1e5, symbol="D")
     decay_per_s: float = P(2.8e-5, "1/s", "first-order decay in tissue", ge=0, le=10, symbol="lambda")
     vessel_permeability_per_min: float = P(
-        0.01,
+        0.1,
         "1/min",
         "exchange with plasma at a vessel site: flux P (C_plasma - c)",
         ge=0,
         le=1000,
         symbol="P",
-        source="calibrated (tissue IL-2 of a few nM at the high-dose peak)",
+        source="calibrated: steady tissue/plasma ratio P f / (P f + lambda) of 0.3-0.6 with f = 2% vessels",
     )
     description: str = P("", "-", "what this species is")
 
@@ -447,21 +453,21 @@ def _default_species() -> dict[str, SpeciesParams]:
             units="pM",
             diffusion_um2_per_s=100.0,
             decay_per_s=2.8e-5,
-            vessel_permeability_per_min=0.01,
+            vessel_permeability_per_min=0.1,
             description="interleukin-2 (15.3 kDa); half-life in tissue about 7 h",
         ),
         "ifna": SpeciesParams(
             units="pM",
             diffusion_um2_per_s=60.0,
             decay_per_s=math.log(2) / (3 * 3600.0),
-            vessel_permeability_per_min=0.01,
+            vessel_permeability_per_min=0.1,
             description="interferon-alpha (19 kDa); half-life 3 h",
         ),
         "drug": SpeciesParams(
             units="uM",
             diffusion_um2_per_s=300.0,
             decay_per_s=math.log(2) / (2 * 3600.0),
-            vessel_permeability_per_min=0.05,
+            vessel_permeability_per_min=0.5,
             description="cytotoxic small molecule (e.g. 5-FU); half-life 2 h",
         ),
     }

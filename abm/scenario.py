@@ -234,9 +234,12 @@ def _validate(model: type[BaseModel], data: Any, source: str, section: str) -> A
         return model.model_validate(data)
     except ValidationError as e:
         if section == "regimen":
+            import re
+
             from abm.therapy.regimen import format_regimen_error
 
-            _raise(format_regimen_error(e, source))
+            # list items as --set writes them: regimen.doses.0.unit
+            _raise(re.sub(r"\[(\d+)\]", r".\1", format_regimen_error(e, source)))
         msg = format_validation_error(e, model, source)
         return _raise(msg.replace(f"{source}: key '", f"{source}: key '{section}.", -1))
 

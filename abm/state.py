@@ -34,7 +34,8 @@ CellRules = namedtuple(
         "p_tumour_death",
         # CTL
         "p_ctl_death", "ctl_moves", "ctl_bias", "p_ctl_kill", "ctl_max_kills", "ctl_window_min", "p_ctl_prolif_max",
-        "ctl_prolif_half", "ctl_aicd_per_min", "ctl_aicd_half", "ctl_uptake", "ctl_uptake_km",
+        "ctl_prolif_half", "ctl_prolif_requires_activation", "ctl_aicd_per_min", "ctl_aicd_half", "ctl_uptake",
+        "ctl_uptake_km",
         "ctl_secretion_conc_per_min",
         # NK
         "p_nk_death", "nk_moves", "nk_bias", "p_nk_kill", "nk_max_kills", "nk_a0", "nk_il2_half", "nk_ifn_half",
@@ -82,6 +83,7 @@ def cell_rules(p: Params) -> CellRules:
         ctl_window_min=p.ctl.secretion_window_h * 60.0,
         p_ctl_prolif_max=min(1.0, dt / (p.ctl.prolif_time_h * 60.0)),
         ctl_prolif_half=p.ctl.il2_prolif_half_pM,
+        ctl_prolif_requires_activation=p.ctl.prolif_requires_activation,
         ctl_aicd_per_min=p.ctl.aicd_rate_per_day / day,
         ctl_aicd_half=p.ctl.aicd_half_pM,
         ctl_uptake=p.ctl.il2_uptake_per_min,

@@ -283,7 +283,7 @@ def step_cells(c, occ, conc, offs, nx, ny, nz, periodic, r, centroid, seed, step
                 if nt == 0:
                     _move(i, c, occ, offs, nx, ny, nz, periodic, r.ctl_moves, r.ctl_bias, centroid, seed, step,
                           free_buf, tum_buf, wbuf)
-            if not exhausted:
+            if not exhausted and (c.timer_min[i] > 0.0 or not r.ctl_prolif_requires_activation):
                 p_prolif = r.p_ctl_prolif_max * il2 / (il2 + r.ctl_prolif_half)
                 if rng.uniform(seed, step, i, rng.PROLIF) < p_prolif:
                     d = _divide_into_free(i, c, occ, offs, nx, ny, nz, periodic, seed, step, rng.PROLIF_SITE, CTL,

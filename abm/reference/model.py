@@ -187,7 +187,9 @@ class CTL(LatticeCell):
             self.timer_min = max(0.0, self.timer_min - r.dt_min)
             if not tumour:
                 self.move(r.ctl_moves, r.ctl_bias)
-        if not exhausted and self.chance(r.p_ctl_prolif_max * il2 / (il2 + r.ctl_prolif_half)):
+        # only activated CTL (engaged within their secretion window) carry the high-affinity IL-2 receptor
+        activated = self.timer_min > 0.0 or not r.ctl_prolif_requires_activation
+        if not exhausted and activated and self.chance(r.p_ctl_prolif_max * il2 / (il2 + r.ctl_prolif_half)):
             free, _ = self.surroundings()
             if free:
                 CTL(self.model, self.model.random.choice(free))
