@@ -279,8 +279,8 @@ def scaling_slopes(rows: list[dict]) -> dict[str, float]:
     return out
 
 
-def bench_physicell(quick: bool, threads: int | None) -> dict:
-    steps = 20 if quick else 144
+def bench_physicell(quick: bool, threads: int | None, full: bool = False) -> dict:
+    steps = int(round(PHYSICELL_DAYS * 1440.0 / 10.0)) if full else (20 if quick else 144)
     sets = ["lattice.nx=75", "lattice.ny=75", "lattice.nz=75", f"init.tumour_cells={PHYSICELL_CELLS}"]
     r = _in_subprocess({"sets": sets, "steps": steps, "threads": threads}, timeout=3600)
     if "s_per_step" in r:
@@ -416,6 +416,11 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="Numba threads in the scaling/PhysiCell subprocesses (default 1: see docs/performance.md)",
     )
+    parser.add_argument(
+        "--physicell-full",
+        action="store_true",
+        help="run all 21 simulated days of the PhysiCell-sized case instead of timing 1 day and extrapolating",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     opts = parser.parse_args(argv)
     if opts.worker:
@@ -441,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         res["scaling"] = bench_scaling(opts.quick, opts.threads)
         res["scaling_slopes"] = scaling_slopes(res["scaling"])
     if "physicell" in only:
-        res["physicell"] = bench_physicell(opts.quick, opts.threads)
+        res["physicell"] = bench_physicell(opts.quick, opts.threads, opts.physicell_full)
     print_report(res)
     if opts.json:
         opts.json.parent.mkdir(parents=True, exist_ok=True)
