@@ -14,7 +14,7 @@ import numpy as np
 
 MesaModel = mesa.Model
 
-HEADLINE = ("n_tumour", "n_ctl", "n_nk", "n_lak", "tumour_longest_diameter_mm", "il2_mean", "plasma_il2", "toxicity")
+HEADLINE = ("n_tumour", "n_ctl", "n_nk", "n_lak", "tumour_lesion_diameter_mm", "il2_mean", "plasma_il2", "toxicity")
 
 
 def _latest(model: Any, name: str) -> float:

@@ -59,7 +59,9 @@ def observable_specs(p: Params) -> list[Observable]:
         out.append(Observable("tumour_volume_mm3", "mm^3", "tumour volume (cells x site volume)"))
     out += [
         Observable("tumour_equivalent_diameter_mm", "mm", "diameter of the disc/ball of the tumour's area/volume"),
-        Observable("tumour_longest_diameter_mm", "mm", "longest caliper diameter of the tumour (RECIST measure)"),
+        Observable("tumour_longest_diameter_mm", "mm", "longest caliper diameter over every tumour cell"),
+        Observable("tumour_lesion_diameter_mm", "mm", "longest caliper diameter of the lesion: tumour cells with at "
+                   "least response.lesion_min_tumour_neighbours tumour neighbours (the RECIST measure)"),
     ]
     out += [Observable(name, COUNTER_UNITS, _COUNTER_DOCS[name]) for name in K.COUNTER_NAMES]
     for sp in p.species_names:
@@ -86,8 +88,9 @@ class Observer:
         self.lattice = lattice
         self.ndim = lattice.ndim
         self.directions = caliper_directions(self.ndim)
-        self._lo = np.empty(lattice.ny * lattice.nz, dtype=np.int64)
-        self._hi = np.empty(lattice.ny * lattice.nz, dtype=np.int64)
+        self._lines = np.empty((4, lattice.ny * lattice.nz), dtype=np.int64)
+        self._offs = lattice.moore()
+        self._min_nb = p.response.lesion_min_tumour_neighbours
         self._types = np.zeros(K.N_TYPES, dtype=np.int64)
         self._fields = np.zeros((len(p.species_names), 3))
         self.centroid = np.full(3, np.nan)
@@ -98,8 +101,11 @@ class Observer:
         c = state.cells
         n = int(c.n[0])
         h_mm = self.lattice.spacing_um * 1e-3
-        nt, longest = tumour_geometry(c.ctype, c.site, n, self.lattice.nx, self.lattice.ny, self.directions,
-                                      self._lo, self._hi, self.centroid)
+        lat = self.lattice
+        ln = self._lines
+        nt, longest, lesion = tumour_geometry(c.ctype, c.site, n, state.occupancy, self._offs, lat.nx, lat.ny, lat.nz,
+                                              lat.periodic, self._min_nb, self.directions, ln[0], ln[1], ln[2], ln[3],
+                                              self.centroid)
         K.count_types(c, self._types)
         out: dict[str, float] = {
             "n_tumour": float(self._types[K.TUMOUR]),
@@ -115,7 +121,8 @@ class Observer:
             vol = nt * h_mm**3
             out["tumour_volume_mm3"] = vol
             out["tumour_equivalent_diameter_mm"] = (6.0 * vol / math.pi) ** (1.0 / 3.0)
-        out["tumour_longest_diameter_mm"] = longest * h_mm if nt else 0.0
+        out["tumour_longest_diameter_mm"] = longest * h_mm
+        out["tumour_lesion_diameter_mm"] = lesion * h_mm
         for k, name in enumerate(K.COUNTER_NAMES):
             out[name] = float(counters[k])
         field_stats(state.conc, c.ctype, c.site, n, self._fields)
@@ -135,9 +142,9 @@ RESPONSES = ("CR", "PR", "SD", "PD")  # best first
 
 
 def classify(diameter: np.ndarray, n_tumour: np.ndarray, r: ResponseParams) -> np.ndarray:
-    """RECIST-like response at every time point, from the longest diameter and the tumour cell count:
+    """RECIST-like response at every time point, from the lesion diameter and the tumour cell count:
     CR when the tumour is gone; PR at >= 30% shrinkage from baseline; PD at >= 20% growth over the nadir so far
-    (baseline included); SD otherwise. Returns an array of 'CR' / 'PR' / 'SD' / 'PD'."""
+    (baseline included); SD otherwise. Returns an array of 'CR' / 'PR' / 'SD' / 'PD' (the baseline reads 'SD')."""
     d = np.asarray(diameter, dtype=float)
     n = np.asarray(n_tumour, dtype=float)
     if d.size == 0:
@@ -152,15 +159,32 @@ def classify(diameter: np.ndarray, n_tumour: np.ndarray, r: ResponseParams) -> n
     return out
 
 
+def best_overall_response(time_min: np.ndarray, resp: np.ndarray, r: ResponseParams) -> str:
+    """RECIST 1.1 best overall response over the evaluations after baseline: CR if any, else PR if any, else SD
+    if no progression was seen before ``r.stable_disease_min_days`` (SD must last that long), else PD."""
+    t = np.asarray(time_min, dtype=float)
+    after = t > t[0]
+    if not np.any(after):
+        return "NA"
+    seen = resp[after]
+    if np.any(seen == "CR"):
+        return "CR"
+    if np.any(seen == "PR"):
+        return "PR"
+    early = seen[(t[after] - t[0]) / 1440.0 < r.stable_disease_min_days]
+    return "PD" if np.any(early == "PD") else ("SD" if np.any(seen == "SD") else "PD")
+
+
 def run_outcome(time_min: np.ndarray, diameter: np.ndarray, n_tumour: np.ndarray, r: ResponseParams,
                 ) -> dict[str, float | str]:
-    """Per-run summary: final and best response, times to regression and eradication, tumour AUC."""
+    """Per-run summary from the lesion diameter series: final and best response, times to regression and
+    eradication, tumour AUC."""
     t = np.asarray(time_min, dtype=float)
     n = np.asarray(n_tumour, dtype=float)
     resp = classify(diameter, n, r)
     if t.size == 0:
         return {"response": "NA", "best_response": "NA"}
-    best = min(resp, key=RESPONSES.index) if resp.size else "NA"
+    best = best_overall_response(t, resp, r)
     d = np.asarray(diameter, dtype=float)
     regress = np.flatnonzero((d <= (1.0 - r.partial_response_shrinkage) * d[0]) | (n <= r.complete_response_cells))
     erad = np.flatnonzero(n <= r.complete_response_cells)

@@ -489,6 +489,23 @@ class ResponseParams(Group):
         0.20, "-", "fractional growth over the nadir for progressive disease", gt=0, le=10, source="RECIST 1.1"
     )
     complete_response_cells: int = P(0, "cells", "tumour cells at or below which a response is complete", ge=0)
+    lesion_min_tumour_neighbours: int = P(
+        3,
+        "cells",
+        "a tumour cell counts toward the measured lesion if at least this many Moore neighbours are tumour cells "
+        "(scattered survivors are not a measurable lesion; 0 = every cell)",
+        ge=0,
+        le=26,
+        source="choice: a RECIST lesion is a contiguous mass seen on imaging",
+    )
+    stable_disease_min_days: float = P(
+        42.0,
+        "day",
+        "stable disease counts as the best response only if no progression occurs before this time",
+        ge=0,
+        le=3650,
+        source="RECIST 1.1 (minimum interval for SD, commonly 6-8 weeks)",
+    )
 
 
 # The therapy package owns its parameter groups (PK, toxicity); they are part of the one tree.

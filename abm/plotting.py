@@ -44,8 +44,8 @@ def overview_figure(run: Any):
     ax.plot(t, obs["toxicity"], color="#CC79A7")
     ax.set(xlabel="time (days)", ylabel="score", title="systemic toxicity")
     ax2 = ax.twinx()
-    ax2.plot(t, obs["tumour_longest_diameter_mm"], color="#E69F00")
-    ax2.set_ylabel("tumour longest diameter (mm)", color="#E69F00")
+    ax2.plot(t, obs["tumour_lesion_diameter_mm"], color="#E69F00")
+    ax2.set_ylabel("tumour lesion diameter (mm)", color="#E69F00")
     ax = axes[1, 1]
     if run.n_snapshots:
         ct = run.cell_type(-1)

@@ -65,7 +65,7 @@ def run_summary(model: Any, rec: RecorderReporter) -> dict[str, Any]:
     """The per-run outcome (RECIST-like) plus totals of doses, toxicity events, kills and recruitment."""
     a = rec.arrays()
     out: dict[str, Any] = dict(
-        run_outcome(a["time_min"], a["tumour_longest_diameter_mm"], a["n_tumour"], model.params.response)
+        run_outcome(a["time_min"], a["tumour_lesion_diameter_mm"], a["n_tumour"], model.params.response)
     )
     kinds = Counter(e["kind"] for e in model.events)
     dlt = [e for e in model.events if e["kind"] == "toxicity_dlt"]

@@ -26,44 +26,33 @@ def caliper_directions(ndim: int, n: int = 0) -> np.ndarray:
 
 
 @numba.njit(**JIT)
-def tumour_geometry(ctype, site, n, nx, ny, directions, line_lo, line_hi, centroid):
-    """Tumour cell count, centroid (site coordinates, written to ``centroid``) and the caliper longest diameter
-    in sites (centre-to-centre spread + 1 cell).
-
-    Along a lattice line (fixed y, z) a projection is linear in x, so its extremes over the tumour are attained
-    at the two extreme tumour cells of some line: the caliper runs over at most 2 * ny * nz points.
-    ``line_lo`` and ``line_hi`` are int64 scratch arrays of size ny * nz."""
-    nlines = line_lo.shape[0]
-    for k in range(nlines):
-        line_lo[k] = nx
-        line_hi[k] = -1
+def _tumour_neighbours(site, occ, ctype, offs, nx, ny, nz, periodic):
+    """Number of tumour cells in the Moore neighbourhood of ``site``."""
+    x0 = site % nx
+    yz = site // nx
+    y0 = yz % ny
+    z0 = yz // ny
     cnt = 0
-    sx = 0.0
-    sy = 0.0
-    sz = 0.0
-    for i in range(n):
-        if ctype[i] != TUMOUR:
+    for k in range(offs.shape[0]):
+        x = x0 + offs[k, 0]
+        y = y0 + offs[k, 1]
+        z = z0 + offs[k, 2]
+        if periodic:
+            x = (x + nx) % nx
+            y = (y + ny) % ny
+            z = (z + nz) % nz
+        elif x < 0 or x >= nx or y < 0 or y >= ny or z < 0 or z >= nz:
             continue
-        s = site[i]
-        x = s % nx
-        line = s // nx
-        cnt += 1
-        sx += x
-        sy += line % ny
-        sz += line // ny
-        if x < line_lo[line]:
-            line_lo[line] = x
-        if x > line_hi[line]:
-            line_hi[line] = x
-    if cnt == 0:
-        centroid[0] = math.nan
-        centroid[1] = math.nan
-        centroid[2] = math.nan
-        return 0, 0.0
-    centroid[0] = sx / cnt
-    centroid[1] = sy / cnt
-    centroid[2] = sz / cnt
-    best = 0.0
+        o = occ[x + nx * (y + ny * z)]
+        if o >= 0 and ctype[o] == TUMOUR:
+            cnt += 1
+    return cnt
+
+
+@numba.njit(**JIT)
+def _caliper(directions, line_lo, line_hi, ny):
+    nlines = line_lo.shape[0]
+    best = -1.0
     for k in range(directions.shape[0]):
         d0 = directions[k, 0]
         d1 = directions[k, 1]
@@ -84,7 +73,58 @@ def tumour_geometry(ctype, site, n, nx, ny, directions, line_lo, line_hi, centro
                 hi = b
         if hi - lo > best:
             best = hi - lo
-    return cnt, best + 1.0
+    return best + 1.0 if best >= 0.0 else 0.0
+
+
+@numba.njit(**JIT)
+def tumour_geometry(ctype, site, n, occ, offs, nx, ny, nz, periodic, min_neighbours, directions, line_lo, line_hi,
+                    lesion_lo, lesion_hi, centroid):
+    """Tumour cell count, centroid (site coordinates, written to ``centroid``), and two caliper longest diameters
+    in sites (centre-to-centre spread + 1 cell): over every tumour cell, and over the *lesion*, the tumour cells
+    with at least ``min_neighbours`` tumour cells in their Moore neighbourhood (scattered survivors are not a
+    measurable lesion).
+
+    Along a lattice line (fixed y, z) a projection is linear in x, so its extremes over the tumour are attained
+    at the two extreme tumour cells of some line: the caliper runs over at most 2 * ny * nz points.
+    The four line arrays are int64 scratch of size ny * nz."""
+    nlines = line_lo.shape[0]
+    for k in range(nlines):
+        line_lo[k] = nx
+        line_hi[k] = -1
+        lesion_lo[k] = nx
+        lesion_hi[k] = -1
+    cnt = 0
+    sx = 0.0
+    sy = 0.0
+    sz = 0.0
+    for i in range(n):
+        if ctype[i] != TUMOUR:
+            continue
+        s = site[i]
+        x = s % nx
+        line = s // nx
+        cnt += 1
+        sx += x
+        sy += line % ny
+        sz += line // ny
+        if x < line_lo[line]:
+            line_lo[line] = x
+        if x > line_hi[line]:
+            line_hi[line] = x
+        if min_neighbours <= 0 or _tumour_neighbours(s, occ, ctype, offs, nx, ny, nz, periodic) >= min_neighbours:
+            if x < lesion_lo[line]:
+                lesion_lo[line] = x
+            if x > lesion_hi[line]:
+                lesion_hi[line] = x
+    if cnt == 0:
+        centroid[0] = math.nan
+        centroid[1] = math.nan
+        centroid[2] = math.nan
+        return 0, 0.0, 0.0
+    centroid[0] = sx / cnt
+    centroid[1] = sy / cnt
+    centroid[2] = sz / cnt
+    return cnt, _caliper(directions, line_lo, line_hi, ny), _caliper(directions, lesion_lo, lesion_hi, ny)
 
 
 @numba.njit(**JIT)

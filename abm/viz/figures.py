@@ -289,9 +289,14 @@ def plot_diameter(ax, run: Any) -> None:
     """Longest diameter with the RECIST bands: partial response at or below (1 - shrinkage) x baseline,
     progression at or above (1 + growth) x the running nadir."""
     t = _days(run)
-    d = np.asarray(run.observables["tumour_longest_diameter_mm"], dtype=float)
+    obs = run.observables
+    key = "tumour_lesion_diameter_mm" if "tumour_lesion_diameter_mm" in obs else "tumour_longest_diameter_mm"
+    d = np.asarray(obs[key], dtype=float)
     resp = st.run_params(run).response
-    ax.plot(t, d, color=st.CELL_COLOURS[st.TUMOUR], label="longest diameter")
+    ax.plot(t, d, color=st.CELL_COLOURS[st.TUMOUR], label="lesion diameter (RECIST)")
+    if key != "tumour_longest_diameter_mm":
+        ax.plot(t, obs["tumour_longest_diameter_mm"], color=st.CELL_COLOURS[st.TUMOUR], lw=0.8, ls=":",
+                label="all tumour cells")
     if d.size:
         pr = (1.0 - resp.partial_response_shrinkage) * d[0]
         nadir = np.minimum.accumulate(d)
@@ -511,7 +516,7 @@ def compare_figure(
     bottom = sub[1].subplots(1, 4, sharex=True)
     series = (
         ("n_tumour", "tumour cells", "symlog"),
-        ("tumour_longest_diameter_mm", "longest diameter (mm)", None),
+        ("tumour_lesion_diameter_mm", "lesion diameter (mm)", None),
         ("plasma_il2", "plasma IL-2 (pM)", "log"),
         ("toxicity", "toxicity score", None),
     )
