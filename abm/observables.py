@@ -89,6 +89,7 @@ class Observer:
         self.ndim = lattice.ndim
         self.directions = caliper_directions(self.ndim)
         self._lines = np.empty((4, lattice.ny * lattice.nz), dtype=np.int64)
+        self._packed = np.empty((lattice.ny * lattice.nz, 4), dtype=np.float64)
         self._offs = lattice.moore()
         self._min_nb = p.response.lesion_min_tumour_neighbours
         self._types = np.zeros(K.N_TYPES, dtype=np.int64)
@@ -105,7 +106,7 @@ class Observer:
         ln = self._lines
         nt, longest, lesion = tumour_geometry(c.ctype, c.site, n, state.occupancy, self._offs, lat.nx, lat.ny, lat.nz,
                                               lat.periodic, self._min_nb, self.directions, ln[0], ln[1], ln[2], ln[3],
-                                              self.centroid)
+                                              self._packed, self.centroid)
         K.count_types(c, self._types)
         out: dict[str, float] = {
             "n_tumour": float(self._types[K.TUMOUR]),

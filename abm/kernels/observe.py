@@ -50,21 +50,30 @@ def _tumour_neighbours(site, occ, ctype, offs, nx, ny, nz, periodic):
 
 
 @numba.njit(**JIT)
-def _caliper(directions, line_lo, line_hi, ny):
-    nlines = line_lo.shape[0]
-    best = -1.0
+def _caliper(directions, line_lo, line_hi, ny, packed):
+    """Largest spread over ``directions`` of the line extremes; the occupied lines are packed first into the
+    (n_lines, 4) float scratch ``packed`` so the inner loop runs over the tumour's lines only."""
+    m = 0
+    for line in range(line_lo.shape[0]):
+        if line_hi[line] >= 0:
+            packed[m, 0] = line_lo[line]
+            packed[m, 1] = line_hi[line]
+            packed[m, 2] = line % ny
+            packed[m, 3] = line // ny
+            m += 1
+    if m == 0:
+        return 0.0
+    best = 0.0
     for k in range(directions.shape[0]):
         d0 = directions[k, 0]
         d1 = directions[k, 1]
         d2 = directions[k, 2]
         lo = math.inf
         hi = -math.inf
-        for line in range(nlines):
-            if line_hi[line] < 0:
-                continue
-            q = d1 * (line % ny) + d2 * (line // ny)
-            a = d0 * line_lo[line] + q
-            b = d0 * line_hi[line] + q
+        for j in range(m):
+            q = d1 * packed[j, 2] + d2 * packed[j, 3]
+            a = d0 * packed[j, 0] + q
+            b = d0 * packed[j, 1] + q
             if a > b:
                 a, b = b, a
             if a < lo:
@@ -73,12 +82,12 @@ def _caliper(directions, line_lo, line_hi, ny):
                 hi = b
         if hi - lo > best:
             best = hi - lo
-    return best + 1.0 if best >= 0.0 else 0.0
+    return best + 1.0
 
 
 @numba.njit(**JIT)
 def tumour_geometry(ctype, site, n, occ, offs, nx, ny, nz, periodic, min_neighbours, directions, line_lo, line_hi,
-                    lesion_lo, lesion_hi, centroid):
+                    lesion_lo, lesion_hi, packed, centroid):
     """Tumour cell count, centroid (site coordinates, written to ``centroid``), and two caliper longest diameters
     in sites (centre-to-centre spread + 1 cell): over every tumour cell, and over the *lesion*, the tumour cells
     with at least ``min_neighbours`` tumour cells in their Moore neighbourhood (scattered survivors are not a
@@ -86,7 +95,7 @@ def tumour_geometry(ctype, site, n, occ, offs, nx, ny, nz, periodic, min_neighbo
 
     Along a lattice line (fixed y, z) a projection is linear in x, so its extremes over the tumour are attained
     at the two extreme tumour cells of some line: the caliper runs over at most 2 * ny * nz points.
-    The four line arrays are int64 scratch of size ny * nz."""
+    The four line arrays are int64 scratch of size ny * nz, ``packed`` float64 scratch of shape (ny * nz, 4)."""
     nlines = line_lo.shape[0]
     for k in range(nlines):
         line_lo[k] = nx
@@ -111,20 +120,40 @@ def tumour_geometry(ctype, site, n, occ, offs, nx, ny, nz, periodic, min_neighbo
             line_lo[line] = x
         if x > line_hi[line]:
             line_hi[line] = x
-        if min_neighbours <= 0 or _tumour_neighbours(s, occ, ctype, offs, nx, ny, nz, periodic) >= min_neighbours:
-            if x < lesion_lo[line]:
-                lesion_lo[line] = x
-            if x > lesion_hi[line]:
-                lesion_hi[line] = x
     if cnt == 0:
         centroid[0] = math.nan
         centroid[1] = math.nan
         centroid[2] = math.nan
         return 0, 0.0, 0.0
+    # lesion extremes: walk each occupied line inwards from its ends to the first cell that belongs to the lesion
+    # (in a compact tumour that is the end cell itself, so this costs a few neighbour counts per line)
+    for line in range(nlines):
+        if line_hi[line] < 0:
+            continue
+        base = nx * line
+        for x in range(line_lo[line], line_hi[line] + 1):
+            o = occ[base + x]
+            if o >= 0 and ctype[o] == TUMOUR and (
+                min_neighbours <= 0
+                or _tumour_neighbours(base + x, occ, ctype, offs, nx, ny, nz, periodic) >= min_neighbours
+            ):
+                lesion_lo[line] = x
+                break
+        if lesion_lo[line] == nx:
+            continue
+        for x in range(line_hi[line], lesion_lo[line] - 1, -1):
+            o = occ[base + x]
+            if o >= 0 and ctype[o] == TUMOUR and (
+                min_neighbours <= 0
+                or _tumour_neighbours(base + x, occ, ctype, offs, nx, ny, nz, periodic) >= min_neighbours
+            ):
+                lesion_hi[line] = x
+                break
     centroid[0] = sx / cnt
     centroid[1] = sy / cnt
     centroid[2] = sz / cnt
-    return cnt, _caliper(directions, line_lo, line_hi, ny), _caliper(directions, lesion_lo, lesion_hi, ny)
+    return cnt, _caliper(directions, line_lo, line_hi, ny, packed), _caliper(directions, lesion_lo, lesion_hi, ny,
+                                                                              packed)
 
 
 @numba.njit(**JIT)
