@@ -49,6 +49,15 @@ def _tumour_neighbours(site, occ, ctype, offs, nx, ny, nz, periodic):
     return cnt
 
 
+@numba.njit(inline="always", **JIT)
+def _in_lesion(site, occ, ctype, offs, nx, ny, nz, periodic, min_neighbours):
+    """A tumour cell on ``site`` with at least ``min_neighbours`` tumour neighbours."""
+    o = occ[site]
+    if o < 0 or ctype[o] != TUMOUR:
+        return False
+    return min_neighbours <= 0 or _tumour_neighbours(site, occ, ctype, offs, nx, ny, nz, periodic) >= min_neighbours
+
+
 @numba.njit(**JIT)
 def _caliper(directions, line_lo, line_hi, ny, packed):
     """Largest spread over ``directions`` of the line extremes; the occupied lines are packed first into the
@@ -132,21 +141,13 @@ def tumour_geometry(ctype, site, n, occ, offs, nx, ny, nz, periodic, min_neighbo
             continue
         base = nx * line
         for x in range(line_lo[line], line_hi[line] + 1):
-            o = occ[base + x]
-            if o >= 0 and ctype[o] == TUMOUR and (
-                min_neighbours <= 0
-                or _tumour_neighbours(base + x, occ, ctype, offs, nx, ny, nz, periodic) >= min_neighbours
-            ):
+            if _in_lesion(base + x, occ, ctype, offs, nx, ny, nz, periodic, min_neighbours):
                 lesion_lo[line] = x
                 break
         if lesion_lo[line] == nx:
             continue
         for x in range(line_hi[line], lesion_lo[line] - 1, -1):
-            o = occ[base + x]
-            if o >= 0 and ctype[o] == TUMOUR and (
-                min_neighbours <= 0
-                or _tumour_neighbours(base + x, occ, ctype, offs, nx, ny, nz, periodic) >= min_neighbours
-            ):
+            if _in_lesion(base + x, occ, ctype, offs, nx, ny, nz, periodic, min_neighbours):
                 lesion_hi[line] = x
                 break
     centroid[0] = sx / cnt

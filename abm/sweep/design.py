@@ -225,25 +225,7 @@ class SweepSpec:
         return str(find_scenario(self.base, relative_to=Path(self.base_dir)))
 
     def to_json(self) -> str:
-        d = {
-            k: getattr(self, k)
-            for k in (
-                "name",
-                "base",
-                "description",
-                "sets",
-                "design",
-                "samples",
-                "morris_levels",
-                "replicates",
-                "seed",
-                "metrics",
-                "keep_trajectories",
-                "analysis",
-                "max_retries",
-                "quick",
-            )
-        }
+        d = {k: getattr(self, k) for k in (*SWEEP_KEYS, "quick")}
         d["parameters"] = [
             p.__dict__ | {"values": list(p.values) if p.values is not None else None} for p in self.parameters
         ]
