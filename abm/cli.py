@@ -20,6 +20,22 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 PLUGINS = ("abm.sweep.cli", "abm.viz.cli", "abm.reference.cli")
 
 
+# optional packages and the extra of pyproject.toml that installs each
+OPTIONAL_MODULES = {
+    "SALib": "sweep",
+    "pandas": "sweep",
+    "dask": "dist",
+    "distributed": "dist",
+    "dask_jobqueue": "dist",
+    "xarray": "xarray",
+    "h5netcdf": "xarray",
+    "imageio": "viz",
+    "imageio_ffmpeg": "viz",
+    "PIL": "viz",
+    "solara": "viz",
+}
+
+
 class UsageError(Exception):
     """A mistake in how abm was called (exit code 2)."""
 
@@ -186,6 +202,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"abm {args.command}: interrupted", file=sys.stderr)
         return EXIT_FAILED
+    except ModuleNotFoundError as e:  # an optional dependency: say which extra brings it
+        if args.debug:
+            raise
+        top = (e.name or "").split(".")[0]
+        extra = OPTIONAL_MODULES.get(top)
+        if extra is None:
+            print(f"abm {args.command}: failed: {e}", file=sys.stderr)
+            return EXIT_FAILED
+        print(f"abm {args.command}: error: this needs the optional package '{top}': "
+              f"python -m pip install 'abm[{extra}]'", file=sys.stderr)
+        return EXIT_USAGE
     except Exception as e:  # a run that failed: say what, without a traceback unless asked
         if args.debug:
             raise
