@@ -162,3 +162,15 @@ def test_run_failure_exits_1_without_traceback(tmp_path, capsys, monkeypatch):
     assert "failed: FloatingPointError: non-finite IL-2 field" in err and "Traceback" not in err
     run = abm.load(out)  # what was computed is kept, marked incomplete
     assert run.complete is False and "failed at step 3" in run.status
+
+
+def test_missing_optional_package_names_the_extra(monkeypatch, capsys):
+    import abm.cli as cli
+
+    def needs_salib(args):
+        raise ModuleNotFoundError("No module named 'SALib'", name="SALib")
+
+    monkeypatch.setattr(cli, "cmd_scenarios", needs_salib)
+    assert cli.main(["scenarios"]) == 2
+    err = capsys.readouterr().err
+    assert "optional package 'SALib'" in err and "abm[sweep]" in err and "Traceback" not in err
