@@ -41,14 +41,23 @@ class UsageError(Exception):
 
 
 def _add_run(sub) -> None:
-    p = sub.add_parser("run", help="run a scenario and write its trajectory to HDF5",
-                       description="Run a scenario (a shipped name or a TOML path) and write the trajectory.")
+    p = sub.add_parser(
+        "run",
+        help="run a scenario and write its trajectory to HDF5",
+        description="Run a scenario (a shipped name or a TOML path) and write the trajectory.",
+    )
     p.add_argument("scenario", help="shipped scenario name (see `abm scenarios`) or path to a scenario TOML")
     p.add_argument("--out", "-o", help="output HDF5 file (default: SCENARIO.h5 in the current directory)")
     p.add_argument("--seed", type=int, help="random seed (default: the scenario's run.seed)")
     p.add_argument("--days", type=float, help="simulated days (default: the scenario's run.days)")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a parameter, e.g. --set ctl.kill_prob=0.1 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a parameter, e.g. --set ctl.kill_prob=0.1 (repeatable)",
+    )
     p.add_argument("--snapshot-every", type=float, metavar="MIN", help="minutes between lattice/field snapshots")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
@@ -66,17 +75,26 @@ def cmd_run(args) -> int:
     if out.parent and not out.parent.exists():
         raise UsageError(f"{out}: the directory {out.parent} does not exist")
     try:
-        res = abm.run(sc, out=out, seed=args.seed, days=args.days, snapshot_every_min=args.snapshot_every,
-                      progress=None if not args.quiet else False, overwrite=args.overwrite)
+        res = abm.run(
+            sc,
+            out=out,
+            seed=args.seed,
+            days=args.days,
+            snapshot_every_min=args.snapshot_every,
+            progress=None if not args.quiet else False,
+            overwrite=args.overwrite,
+        )
     except RunInterrupted as e:
         print(f"abm run: {e}", file=sys.stderr)
         return EXIT_FAILED
     if not args.quiet:
         s = res.summary
         print(f"wrote {res.path}")
-        print(f"  scenario {sc.name}, seed {res.model.seed}, {s['days']:.1f} days: response {s['response']} "
-              f"(best {s['best_response']}), tumour cells {s['tumour_cells_initial']:.0f} -> "
-              f"{s['tumour_cells_final']:.0f}, doses given {s['doses_given']}, held {s['doses_held']}")
+        print(
+            f"  scenario {sc.name}, seed {res.model.seed}, {s['days']:.1f} days: response {s['response']} "
+            f"(best {s['best_response']}), tumour cells {s['tumour_cells_initial']:.0f} -> "
+            f"{s['tumour_cells_final']:.0f}, doses given {s['doses_given']}, held {s['doses_held']}"
+        )
     return EXIT_OK
 
 
@@ -102,16 +120,30 @@ def cmd_info(args) -> int:
     print(f"complete    {r.complete}  ({r.status})")
     print(f"scenario    {a.get('scenario_name', '?')}: {a.get('scenario_description', '')}")
     print(f"seed        {a.get('seed', '?')}    abm {a.get('abm_version', '?')}  git {a.get('git_hash') or '-'}")
-    print(f"lattice     {nx} x {ny}" + (f" x {nz}" if nz > 1 else "") + f" sites of {r.spacing_um:g} um, "
-          f"dt {r.dt_min:g} min")
+    print(
+        f"lattice     {nx} x {ny}" + (f" x {nz}" if nz > 1 else "") + f" sites of {r.spacing_um:g} um, "
+        f"dt {r.dt_min:g} min"
+    )
     t = r.time_min
-    print(f"time        {len(t)} observation rows, {t[-1] / 1440.0 if len(t) else 0:.2f} days; "
-          f"{r.n_snapshots} snapshots; {len(r.events)} events")
+    print(
+        f"time        {len(t)} observation rows, {t[-1] / 1440.0 if len(t) else 0:.2f} days; "
+        f"{r.n_snapshots} snapshots; {len(r.events)} events"
+    )
     if r.summary:
         s = r.summary
-        keys = ("response", "best_response", "max_shrinkage", "time_to_regression_day", "time_to_eradication_day",
-                "tumour_cells_initial", "tumour_cells_final", "doses_given", "doses_held", "doses_cancelled",
-                "dose_limiting_toxicity")
+        keys = (
+            "response",
+            "best_response",
+            "max_shrinkage",
+            "time_to_regression_day",
+            "time_to_eradication_day",
+            "tumour_cells_initial",
+            "tumour_cells_final",
+            "doses_given",
+            "doses_held",
+            "doses_cancelled",
+            "dose_limiting_toxicity",
+        )
         for k in keys:
             if k in s:
                 print(f"  {k:26s} {s[k]}")
@@ -165,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     from abm import __version__
 
     parser = argparse.ArgumentParser(
-        prog="abm", description="Lattice simulations of tumour-immune dynamics under IL-2 and IFN-alpha therapy.")
+        prog="abm", description="Lattice simulations of tumour-immune dynamics under IL-2 and IFN-alpha therapy."
+    )
     parser.add_argument("--version", action="version", version=f"abm {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -210,14 +243,18 @@ def main(argv: list[str] | None = None) -> int:
         if extra is None:
             print(f"abm {args.command}: failed: {e}", file=sys.stderr)
             return EXIT_FAILED
-        print(f"abm {args.command}: error: this needs the optional package '{top}': "
-              f"python -m pip install 'abm[{extra}]'", file=sys.stderr)
+        print(
+            f"abm {args.command}: error: this needs the optional package '{top}': python -m pip install 'abm[{extra}]'",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     except Exception as e:  # a run that failed: say what, without a traceback unless asked
         if args.debug:
             raise
-        print(f"abm {args.command}: failed: {type(e).__name__}: {e}\n(run with --debug for the traceback)",
-              file=sys.stderr)
+        print(
+            f"abm {args.command}: failed: {type(e).__name__}: {e}\n(run with --debug for the traceback)",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
 
 

@@ -94,8 +94,10 @@ class Lattice:
     def neighbours(self, site: int, kind: str = "moore") -> np.ndarray:
         """Flat indices of the neighbours of one site (sites outside a closed lattice are left out)."""
         offs = self.moore() if kind == "moore" else self.von_neumann()
-        out = [neighbour(int(site), int(d[0]), int(d[1]), int(d[2]), self.nx, self.ny, self.nz, self.periodic)
-               for d in offs]
+        out = [
+            neighbour(int(site), int(d[0]), int(d[1]), int(d[2]), self.nx, self.ny, self.nz, self.periodic)
+            for d in offs
+        ]
         return np.array([s for s in out if s >= 0], dtype=np.int64)
 
     def distance_um(self, a, b) -> np.ndarray:

@@ -129,20 +129,66 @@ class Model(mesa_face.MesaModel):
             doses_given, doses_held = ts.doses_given, ts.doses_held
             self.events.extend(ts.events)
             if ts.lak_cells > 0:
-                K.transfer_lak(s.cells, s.occupancy, s.vessels, self._offs, lat.nx, lat.ny, lat.nz, lat.periodic,
-                               int(ts.lak_cells), self.seed, k, self.counters, self._free, self._tum)
+                K.transfer_lak(
+                    s.cells,
+                    s.occupancy,
+                    s.vessels,
+                    self._offs,
+                    lat.nx,
+                    lat.ny,
+                    lat.nz,
+                    lat.periodic,
+                    int(ts.lak_cells),
+                    self.seed,
+                    k,
+                    self.counters,
+                    self._free,
+                    self._tum,
+                )
         # 2. fields: cells set uptake/secretion, then exchange with plasma, decay, diffusion
         s.uptake[K.IL2] = 0.0
         s.source[K.IL2] = 0.0
         K.fill_il2_exchange(s.cells, s.conc, s.uptake, s.source, self.rules)
         self.solver.step(s.conc, s.uptake, s.source, s.vessels, self._permeability, self.plasma)
         # 3. cells, in a seeded random order
-        K.step_cells(s.cells, s.occupancy, s.conc, self._offs, lat.nx, lat.ny, lat.nz, lat.periodic, self.rules,
-                     self._bias_target(), self.seed, k, self.counters, self._order, self._free, self._tum, self._w)
+        K.step_cells(
+            s.cells,
+            s.occupancy,
+            s.conc,
+            self._offs,
+            lat.nx,
+            lat.ny,
+            lat.nz,
+            lat.periodic,
+            self.rules,
+            self._bias_target(),
+            self.seed,
+            k,
+            self.counters,
+            self._order,
+            self._free,
+            self._tum,
+            self._w,
+        )
         # 4. recruitment at vessels
         p_ctl, p_nk = self.recruitment_probabilities()
-        K.recruit(s.cells, s.occupancy, s.vessels, self._offs, lat.nx, lat.ny, lat.nz, lat.periodic, p_ctl, p_nk,
-                  self.seed, k, self.counters, self._free, self._tum)
+        K.recruit(
+            s.cells,
+            s.occupancy,
+            s.vessels,
+            self._offs,
+            lat.nx,
+            lat.ny,
+            lat.nz,
+            lat.periodic,
+            p_ctl,
+            p_nk,
+            self.seed,
+            k,
+            self.counters,
+            self._free,
+            self._tum,
+        )
         K.compact(s.cells, s.occupancy)
         # 5. observe
         self.step_index = k + 1
@@ -154,10 +200,18 @@ class Model(mesa_face.MesaModel):
         p = self.params
         n_t = self.latest["n_tumour"]
         cp = self.plasma[K.IL2]
-        ctl = (p.ctl.recruit_per_vessel_per_day * p.patient.antigenicity * n_t / (n_t + p.ctl.recruit_tumour_half_cells)
-               * (1.0 + p.ctl.il2_recruit_boost * cp / (cp + p.ctl.il2_recruit_half_pM)))
-        nk = (p.nk.recruit_per_vessel_per_day * p.patient.nk_recruitment_scale
-              * (1.0 + p.nk.il2_recruit_boost * cp / (cp + p.nk.il2_recruit_half_pM)))
+        ctl = (
+            p.ctl.recruit_per_vessel_per_day
+            * p.patient.antigenicity
+            * n_t
+            / (n_t + p.ctl.recruit_tumour_half_cells)
+            * (1.0 + p.ctl.il2_recruit_boost * cp / (cp + p.ctl.il2_recruit_half_pM))
+        )
+        nk = (
+            p.nk.recruit_per_vessel_per_day
+            * p.patient.nk_recruitment_scale
+            * (1.0 + p.nk.il2_recruit_boost * cp / (cp + p.nk.il2_recruit_half_pM))
+        )
         dt_day = self.dt_min / 1440.0
         return float(-np.expm1(-ctl * dt_day)), float(-np.expm1(-nk * dt_day))
 

@@ -60,8 +60,12 @@ def observable_specs(p: Params) -> list[Observable]:
     out += [
         Observable("tumour_equivalent_diameter_mm", "mm", "diameter of the disc/ball of the tumour's area/volume"),
         Observable("tumour_longest_diameter_mm", "mm", "longest caliper diameter over every tumour cell"),
-        Observable("tumour_lesion_diameter_mm", "mm", "longest caliper diameter of the lesion: tumour cells with at "
-                   "least response.lesion_min_tumour_neighbours tumour neighbours (the RECIST measure)"),
+        Observable(
+            "tumour_lesion_diameter_mm",
+            "mm",
+            "longest caliper diameter of the lesion: tumour cells with at "
+            "least response.lesion_min_tumour_neighbours tumour neighbours (the RECIST measure)",
+        ),
     ]
     out += [Observable(name, COUNTER_UNITS, _COUNTER_DOCS[name]) for name in K.COUNTER_NAMES]
     for sp in p.species_names:
@@ -97,16 +101,33 @@ class Observer:
         self.centroid = np.full(3, np.nan)
         self.species = p.species_names
 
-    def measure(self, state, counters: np.ndarray, plasma: np.ndarray, toxicity: float, doses_given: int,
-                doses_held: int) -> dict[str, float]:
+    def measure(
+        self, state, counters: np.ndarray, plasma: np.ndarray, toxicity: float, doses_given: int, doses_held: int
+    ) -> dict[str, float]:
         c = state.cells
         n = int(c.n[0])
         h_mm = self.lattice.spacing_um * 1e-3
         lat = self.lattice
         ln = self._lines
-        nt, longest, lesion = tumour_geometry(c.ctype, c.site, n, state.occupancy, self._offs, lat.nx, lat.ny, lat.nz,
-                                              lat.periodic, self._min_nb, self.directions, ln[0], ln[1], ln[2], ln[3],
-                                              self._packed, self.centroid)
+        nt, longest, lesion = tumour_geometry(
+            c.ctype,
+            c.site,
+            n,
+            state.occupancy,
+            self._offs,
+            lat.nx,
+            lat.ny,
+            lat.nz,
+            lat.periodic,
+            self._min_nb,
+            self.directions,
+            ln[0],
+            ln[1],
+            ln[2],
+            ln[3],
+            self._packed,
+            self.centroid,
+        )
         K.count_types(c, self._types)
         out: dict[str, float] = {
             "n_tumour": float(self._types[K.TUMOUR]),
@@ -176,8 +197,12 @@ def best_overall_response(time_min: np.ndarray, resp: np.ndarray, r: ResponsePar
     return "PD" if np.any(early == "PD") else ("SD" if np.any(seen == "SD") else "PD")
 
 
-def run_outcome(time_min: np.ndarray, diameter: np.ndarray, n_tumour: np.ndarray, r: ResponseParams,
-                ) -> dict[str, float | str]:
+def run_outcome(
+    time_min: np.ndarray,
+    diameter: np.ndarray,
+    n_tumour: np.ndarray,
+    r: ResponseParams,
+) -> dict[str, float | str]:
     """Per-run summary from the lesion diameter series: final and best response, times to regression and
     eradication, tumour AUC."""
     t = np.asarray(time_min, dtype=float)

@@ -63,9 +63,7 @@ class Group(BaseModel):
 class LatticeParams(Group):
     nx: int = P(200, "sites", "lattice sites along x", ge=1, le=4096, symbol="n_x", source="SCIENCE.md s2")
     ny: int = P(200, "sites", "lattice sites along y", ge=1, le=4096, symbol="n_y", source="SCIENCE.md s2")
-    nz: int = P(
-        1, "sites", "lattice sites along z (1 = a 2D run)", ge=1, le=4096, symbol="n_z", source="SCIENCE.md s2"
-    )
+    nz: int = P(1, "sites", "lattice sites along z (1 = a 2D run)", ge=1, le=4096, symbol="n_z", source="SCIENCE.md s2")
     spacing_um: float = P(
         20.0, "um", "site spacing, one cell diameter", gt=0, le=200, symbol="h", source="SCIENCE.md s2"
     )

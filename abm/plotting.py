@@ -35,8 +35,17 @@ def overview_figure(run: Any):
     held = [e for e in run.events if e["kind"] == "dose_held"]
     for evs, marker, label in ((given, "v", "dose given"), (held, "x", "dose held")):
         if evs:
-            ax.plot([e["time_min"] / 1440.0 for e in evs], np.full(len(evs), 1.0), marker, color="k", ls="",
-                    label=label, transform=ax.get_xaxis_transform(), clip_on=False, ms=4)
+            ax.plot(
+                [e["time_min"] / 1440.0 for e in evs],
+                np.full(len(evs), 1.0),
+                marker,
+                color="k",
+                ls="",
+                label=label,
+                transform=ax.get_xaxis_transform(),
+                clip_on=False,
+                ms=4,
+            )
     ax.set(xlabel="time (days)", ylabel="plasma concentration", title="plasma levels and doses", yscale="symlog")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(frameon=False, fontsize=8)
@@ -59,8 +68,7 @@ def overview_figure(run: Any):
         cmap = ListedColormap([CELL_COLOURS[k] for k in range(5)])
         masked = np.ma.masked_where(ct == 0, ct)
         ax.imshow(masked, origin="lower", extent=ext, cmap=cmap, vmin=-0.5, vmax=4.5, interpolation="nearest")
-        ax.set(xlabel="x (mm)", ylabel="y (mm)",
-               title=f"lattice at day {run.snapshot_time_min[-1] / 1440.0:.1f}")
+        ax.set(xlabel="x (mm)", ylabel="y (mm)", title=f"lattice at day {run.snapshot_time_min[-1] / 1440.0:.1f}")
     name = run.attrs.get("scenario_name", "")
     fig.suptitle(f"{name}  (seed {run.attrs.get('seed', '?')})")
     return fig

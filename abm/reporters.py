@@ -78,8 +78,18 @@ def run_summary(model: Any, rec: RecorderReporter) -> dict[str, Any]:
         toxicity_max=float(np.max(a["toxicity"])) if len(a["toxicity"]) else 0.0,
         seed=int(model.seed),
     )
-    for name in ("kills_ctl", "kills_nk", "kills_lak", "kills_drug", "divisions_tumour", "recruited_ctl",
-                 "recruited_nk", "lak_conversions", "transferred_lak", "deaths_ctl_aicd"):
+    for name in (
+        "kills_ctl",
+        "kills_nk",
+        "kills_lak",
+        "kills_drug",
+        "divisions_tumour",
+        "recruited_ctl",
+        "recruited_nk",
+        "lak_conversions",
+        "transferred_lak",
+        "deaths_ctl_aicd",
+    ):
         out[f"total_{name}"] = int(np.sum(a[name]))
     for kind in ("ctl", "nk", "lak"):
         out[f"max_n_{kind}"] = float(np.max(a[f"n_{kind}"]))
@@ -90,8 +100,15 @@ class TrajectoryReporter:
     """Writes the run to HDF5: observables every ``observe_every`` steps, snapshots of the cell-type map and the
     fields every ``snapshot_every`` steps, events as they happen, and the summary at the end."""
 
-    def __init__(self, path: str | Path, model: Any, snapshot_every: int, observe_every: int = 1,
-                 overwrite: bool = False, recorder: RecorderReporter | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        model: Any,
+        snapshot_every: int,
+        observe_every: int = 1,
+        overwrite: bool = False,
+        recorder: RecorderReporter | None = None,
+    ) -> None:
         from abm import __version__
         from abm.runner import git_hash
 
@@ -134,7 +151,7 @@ class TrajectoryReporter:
     def report(self, model: Any) -> None:
         k = model.step_index
         w = self.writer
-        for e in model.events[self._events_done:]:
+        for e in model.events[self._events_done :]:
             fields = {f: e[f] for f in ("drug", "route", "dose", "unit", "amount", "note") if f in e}
             w.add_event(int(e.get("step", k)), float(e.get("time_min", model.time_min)), e["kind"], **fields)
         self._events_done = len(model.events)
@@ -164,8 +181,9 @@ class ProgressReporter:
 
         self.every = every
         enabled = sys.stderr.isatty() if enabled is None else enabled
-        self.bar = tqdm(total=total_steps, disable=not enabled, unit="step", desc=label or None, file=sys.stderr,
-                        dynamic_ncols=True)
+        self.bar = tqdm(
+            total=total_steps, disable=not enabled, unit="step", desc=label or None, file=sys.stderr, dynamic_ncols=True
+        )
         self._last = 0
 
     def steps_until_next(self, model: Any) -> int:
@@ -175,8 +193,9 @@ class ProgressReporter:
         self.bar.update(model.step_index - self._last)
         self._last = model.step_index
         lat = model.latest
-        self.bar.set_postfix(day=f"{model.time_day:.1f}", tumour=int(lat["n_tumour"]), ctl=int(lat["n_ctl"]),
-                             refresh=False)
+        self.bar.set_postfix(
+            day=f"{model.time_day:.1f}", tumour=int(lat["n_tumour"]), ctl=int(lat["n_ctl"]), refresh=False
+        )
 
     def close(self, model: Any, complete: bool, status: str) -> None:
         self.report(model)

@@ -42,8 +42,12 @@ def git_hash() -> str:
     """The git commit of the abm source tree, or '' when it is not a git checkout."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True,
-            timeout=5, check=False,
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         )
         return out.stdout.strip() if out.returncode == 0 else ""
     except (OSError, subprocess.SubprocessError):
@@ -59,6 +63,7 @@ class _Signals:
 
     def __enter__(self) -> _Signals:
         if threading.current_thread() is threading.main_thread():
+
             def handler(signum, frame):
                 self.name = signal.Signals(signum).name
                 raise KeyboardInterrupt
@@ -124,8 +129,9 @@ def run(
                 r.report(model)
             while model.step_index < n_steps:
                 # run the fast engine up to the nearest due report
-                gap = min([r.steps_until_next(model) or _every(r) for r in all_reporters] + [n_steps -
-                                                                                             model.step_index])
+                gap = min(
+                    [r.steps_until_next(model) or _every(r) for r in all_reporters] + [n_steps - model.step_index]
+                )
                 for _ in range(max(1, gap)):
                     model.step()
                 for r in all_reporters:
@@ -144,8 +150,9 @@ def run(
             _close_all(all_reporters, model, False, status)
             raise
     path = _close_all(all_reporters, model, complete, status)
-    return RunResult(model=model, observables=rec.arrays(), summary=run_summary(model, rec), path=path,
-                     events=list(model.events))
+    return RunResult(
+        model=model, observables=rec.arrays(), summary=run_summary(model, rec), path=path, events=list(model.events)
+    )
 
 
 def _every(r: Any) -> int:

@@ -47,8 +47,7 @@ class ScenarioMeta(Group):
 class RunSettings(Group):
     days: float = P(28.0, "day", "simulated time", gt=0, le=3650)
     seed: int | None = P(None, "-", "seed of every random draw (none: drawn fresh and recorded)", ge=0, lt=2**64)
-    snapshot_every_min: float = P(1440.0, "min", "interval between lattice and field snapshots in the output",
-                                  gt=0)
+    snapshot_every_min: float = P(1440.0, "min", "interval between lattice and field snapshots in the output", gt=0)
 
 
 def search_path() -> list[Path]:
@@ -219,9 +218,7 @@ def _check_top_level(raw: dict[str, Any], source: str) -> None:
             near = difflib.get_close_matches(k, valid, n=3, cutoff=0.5)
             near += [n for n in difflib.get_close_matches(k, all_keys(Params), n=2, cutoff=0.6) if n not in near]
             hint = f"; did you mean {', '.join(repr(n) for n in near)}?" if near else ""
-            raise ParameterError(
-                f"{source}: unknown top-level key '{k}'{hint} Valid tables: {', '.join(valid)}."
-            )
+            raise ParameterError(f"{source}: unknown top-level key '{k}'{hint} Valid tables: {', '.join(valid)}.")
 
 
 def _validate(model: type[BaseModel], data: Any, source: str, section: str) -> Any:
@@ -248,9 +245,12 @@ def _check_section_keys(data: dict[str, Any], model: type[BaseModel], source: st
     try:
         check_keys(data, model, source)
     except ParameterError as e:
-        raise ParameterError(str(e).replace(f"{source}: unknown key '", f"{source}: unknown key '{section}.", 1)
-                             .replace("did you mean '", f"did you mean '{section}.")
-                             .replace("Valid keys in the top level", f"Valid keys in {section}")) from None
+        raise ParameterError(
+            str(e)
+            .replace(f"{source}: unknown key '", f"{source}: unknown key '{section}.", 1)
+            .replace("did you mean '", f"did you mean '{section}.")
+            .replace("Valid keys in the top level", f"Valid keys in {section}")
+        ) from None
 
 
 def _raise(msg: str):

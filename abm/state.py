@@ -18,9 +18,7 @@ from abm.kernels import rng
 from abm.lattice import Lattice
 from abm.params import Params
 
-CellArrays = namedtuple(
-    "CellArrays", ["ctype", "site", "mhc", "age_min", "kills", "timer_min", "exposure_min", "n"]
-)
+CellArrays = namedtuple("CellArrays", ["ctype", "site", "mhc", "age_min", "kills", "timer_min", "exposure_min", "n"])
 CellArrays.__doc__ = """Per-cell arrays, live cells in ``[0, n[0])``: type (int8, see CELL_TYPES), flat site (int32),
 MHC-I level m (float32, tumour), age (float32, min; the cell-cycle clock), kills so far (int16), engagement /
 IL-2 secretion window remaining (float32, min), cumulative high-IL-2 exposure (float32, min, NK)."""
@@ -30,19 +28,51 @@ CellRules = namedtuple(
     [
         "dt_min",
         # tumour
-        "p_div_max", "ifn_prolif_half", "mhc_baseline", "mhc_ifn_half", "mhc_relax", "drug_kill_per_conc_per_min",
+        "p_div_max",
+        "ifn_prolif_half",
+        "mhc_baseline",
+        "mhc_ifn_half",
+        "mhc_relax",
+        "drug_kill_per_conc_per_min",
         "p_tumour_death",
         # CTL
-        "p_ctl_death", "ctl_moves", "ctl_bias", "p_ctl_kill", "ctl_max_kills", "ctl_window_min", "p_ctl_prolif_max",
-        "ctl_prolif_half", "ctl_prolif_requires_activation", "ctl_aicd_per_min", "ctl_aicd_half", "ctl_uptake",
+        "p_ctl_death",
+        "ctl_moves",
+        "ctl_bias",
+        "p_ctl_kill",
+        "ctl_max_kills",
+        "ctl_window_min",
+        "p_ctl_prolif_max",
+        "ctl_prolif_half",
+        "ctl_prolif_requires_activation",
+        "ctl_aicd_per_min",
+        "ctl_aicd_half",
+        "ctl_uptake",
         "ctl_uptake_km",
         "ctl_secretion_conc_per_min",
         # NK
-        "p_nk_death", "nk_moves", "nk_bias", "p_nk_kill", "nk_max_kills", "nk_a0", "nk_il2_half", "nk_ifn_half",
-        "lak_threshold", "lak_exposure_min", "nk_uptake", "nk_uptake_km",
+        "p_nk_death",
+        "nk_moves",
+        "nk_bias",
+        "p_nk_kill",
+        "nk_max_kills",
+        "nk_a0",
+        "nk_il2_half",
+        "nk_ifn_half",
+        "lak_threshold",
+        "lak_exposure_min",
+        "nk_uptake",
+        "nk_uptake_km",
         # LAK
-        "p_lak_death", "lak_moves", "lak_bias", "p_lak_kill", "lak_max_kills", "lak_withdrawal_threshold",
-        "p_lak_withdrawal", "lak_uptake", "lak_uptake_km",
+        "p_lak_death",
+        "lak_moves",
+        "lak_bias",
+        "p_lak_kill",
+        "lak_max_kills",
+        "lak_withdrawal_threshold",
+        "p_lak_withdrawal",
+        "lak_uptake",
+        "lak_uptake_km",
     ],
 )
 

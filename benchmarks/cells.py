@@ -46,10 +46,23 @@ TARGET_UPDATES_PER_CORE = 1e7
 TARGET_21D_S = 300.0
 
 CASES = {
-    "2D 200x200": ["lattice.nx=200", "lattice.ny=200", "init.tumour_radius_um=1480", "init.ctl_cells=1000",
-                   "init.nk_cells=500", "init.immune_within_um=200"],
-    "3D 75^3": ["lattice.nx=75", "lattice.ny=75", "lattice.nz=75", "init.tumour_cells=24000",
-                "init.ctl_cells=1500", "init.nk_cells=500", "init.immune_within_um=100"],
+    "2D 200x200": [
+        "lattice.nx=200",
+        "lattice.ny=200",
+        "init.tumour_radius_um=1480",
+        "init.ctl_cells=1000",
+        "init.nk_cells=500",
+        "init.immune_within_um=200",
+    ],
+    "3D 75^3": [
+        "lattice.nx=75",
+        "lattice.ny=75",
+        "lattice.nz=75",
+        "init.tumour_cells=24000",
+        "init.ctl_cells=1500",
+        "init.nk_cells=500",
+        "init.immune_within_um=100",
+    ],
 }
 
 
@@ -67,10 +80,42 @@ def _cells_only(m: abm.Model, steps: int) -> tuple[float, int]:
     for k in range(k0, k0 + steps):
         updates += int(s.cells.n[0])
         counters[:] = 0
-        K.step_cells(s.cells, s.occupancy, s.conc, offs, lat.nx, lat.ny, lat.nz, lat.periodic, m.rules, centroid,
-                     m.seed, k, counters, m._order, m._free, m._tum, m._w)
-        K.recruit(s.cells, s.occupancy, s.vessels, offs, lat.nx, lat.ny, lat.nz, lat.periodic, p_ctl, p_nk, m.seed,
-                  k, counters, m._free, m._tum)
+        K.step_cells(
+            s.cells,
+            s.occupancy,
+            s.conc,
+            offs,
+            lat.nx,
+            lat.ny,
+            lat.nz,
+            lat.periodic,
+            m.rules,
+            centroid,
+            m.seed,
+            k,
+            counters,
+            m._order,
+            m._free,
+            m._tum,
+            m._w,
+        )
+        K.recruit(
+            s.cells,
+            s.occupancy,
+            s.vessels,
+            offs,
+            lat.nx,
+            lat.ny,
+            lat.nz,
+            lat.periodic,
+            p_ctl,
+            p_nk,
+            m.seed,
+            k,
+            counters,
+            m._free,
+            m._tum,
+        )
         K.compact(s.cells, s.occupancy)
     return time.perf_counter() - t0, updates
 
@@ -137,8 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--quick", action="store_true", help="fewer steps (a smoke run; noisier figures)")
-    ap.add_argument("--days", type=float, default=None, help="days of the 3D il2_ifna run to time (default 1, "
-                    "quick 0.25); 21 times it in full")
+    ap.add_argument(
+        "--days",
+        type=float,
+        default=None,
+        help="days of the 3D il2_ifna run to time (default 1, quick 0.25); 21 times it in full",
+    )
     args = ap.parse_args(argv)
     steps, warmup = (10, 3) if args.quick else (40, 10)
     days = args.days if args.days is not None else (0.25 if args.quick else 1.0)
@@ -154,30 +203,52 @@ def main(argv: list[str] | None = None) -> int:
     long_runs = [bench_21_days(t, days) for t in threads]
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    print(f"abm cell benchmark  (host {platform.node()}, {os.cpu_count()} CPUs, numba {numba.__version__}, "
-          f"{steps} timed steps after {warmup} warm-up; load average at end {load[0]:.1f}, {load[1]:.1f}, "
-          f"{load[2]:.1f} - other work on the machine slows every figure, most of all the 2-thread ones)")
-    print(f"{'case':<12} {'thr':>3} {'cells':>7} {'cells-only upd/s':>17} {'ms/step':>8} {'full-step upd/s':>16} "
-          f"{'ms/step':>8}")
+    print(
+        f"abm cell benchmark  (host {platform.node()}, {os.cpu_count()} CPUs, numba {numba.__version__}, "
+        f"{steps} timed steps after {warmup} warm-up; load average at end {load[0]:.1f}, {load[1]:.1f}, "
+        f"{load[2]:.1f} - other work on the machine slows every figure, most of all the 2-thread ones)"
+    )
+    print(
+        f"{'case':<12} {'thr':>3} {'cells':>7} {'cells-only upd/s':>17} {'ms/step':>8} {'full-step upd/s':>16} "
+        f"{'ms/step':>8}"
+    )
     for r in rows:
-        print(f"{r['case']:<12} {r['threads']:>3} {r['cells']:>7} {r['cells_only_updates_per_s']:>17.3e} "
-              f"{1e3 * r['cells_only_s_per_step']:>8.2f} {r['full_updates_per_s']:>16.3e} "
-              f"{1e3 * r['full_s_per_step']:>8.2f}")
+        print(
+            f"{r['case']:<12} {r['threads']:>3} {r['cells']:>7} {r['cells_only_updates_per_s']:>17.3e} "
+            f"{1e3 * r['cells_only_s_per_step']:>8.2f} {r['full_updates_per_s']:>16.3e} "
+            f"{1e3 * r['full_s_per_step']:>8.2f}"
+        )
     print(f"target: >= {TARGET_UPDATES_PER_CORE:.0e} agent updates/s per core (cell rules; the cell loop is serial)")
     for lr in long_runs:
         if lr["measured_21_day_s"] is not None:
             what = f"21-day run measured: {lr['measured_21_day_s']:.1f} s"
         else:
-            what = (f"21-day run EXTRAPOLATED from {lr['measured_days']:g} measured days ({lr['measured_steps']} "
-                    f"steps, {lr['measured_s']:.1f} s): {lr['extrapolated_21_day_s']:.1f} s")
-        print(f"3D 75^3 il2_ifna, threads={lr['threads']}, {lr['cells_start']}->{lr['cells_end']} cells, species "
-              f"solved {lr['species_solved']}: {1e3 * lr['s_per_step']:.1f} ms/step; {what} "
-              f"(target < {TARGET_21D_S:.0f} s)")
+            what = (
+                f"21-day run EXTRAPOLATED from {lr['measured_days']:g} measured days ({lr['measured_steps']} "
+                f"steps, {lr['measured_s']:.1f} s): {lr['extrapolated_21_day_s']:.1f} s"
+            )
+        print(
+            f"3D 75^3 il2_ifna, threads={lr['threads']}, {lr['cells_start']}->{lr['cells_end']} cells, species "
+            f"solved {lr['species_solved']}: {1e3 * lr['s_per_step']:.1f} ms/step; {what} "
+            f"(target < {TARGET_21D_S:.0f} s)"
+        )
     if args.json:
-        args.json.write_text(json.dumps({"host": platform.node(), "cpus": os.cpu_count(), "numba": numba.__version__,
-                                         "quick": args.quick, "steps": steps, "warmup": warmup, "loadavg": list(load),
-                                         "cases": rows,
-                                         "long_runs": long_runs}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "host": platform.node(),
+                    "cpus": os.cpu_count(),
+                    "numba": numba.__version__,
+                    "quick": args.quick,
+                    "steps": steps,
+                    "warmup": warmup,
+                    "loadavg": list(load),
+                    "cases": rows,
+                    "long_runs": long_runs,
+                },
+                indent=2,
+            )
+        )
     return 0
 
 

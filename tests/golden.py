@@ -52,15 +52,22 @@ CASES: list[tuple[str, str, list[str], int, float]] = [
     (
         "untreated_3d",
         "untreated",
-        ["lattice.nx=20", "lattice.ny=20", "lattice.nz=20", "init.tumour_radius_um=80", "run.snapshot_every_min=720",
-         "init.ctl_cells=30", "init.nk_cells=20"],
+        [
+            "lattice.nx=20",
+            "lattice.ny=20",
+            "lattice.nz=20",
+            "init.tumour_radius_um=80",
+            "run.snapshot_every_min=720",
+            "init.ctl_cells=30",
+            "init.nk_cells=20",
+        ],
         5,
         2.0,
     ),
     (
         "high_dose_periodic",
         "high_dose_il2",
-        SMALL + ["lattice.boundary=\"periodic\"", "init.nk_cells=40", "init.ctl_cells=40"],
+        SMALL + ['lattice.boundary="periodic"', "init.nk_cells=40", "init.ctl_cells=40"],
         9,
         4.0,
     ),
@@ -108,8 +115,9 @@ def _file_fingerprint(path: Path) -> dict[str, str]:
     with h5py.File(path, "r") as f:
         f.visititems(visit)
         out["@root"] = _h(
-            repr(sorted((k, str(v)) for k, v in f.attrs.items() if k not in _SKIP_ATTRS and k != "scenario_source"))
-            .encode()
+            repr(
+                sorted((k, str(v)) for k, v in f.attrs.items() if k not in _SKIP_ATTRS and k != "scenario_source")
+            ).encode()
         )
     return out
 
@@ -130,8 +138,12 @@ def fingerprint(case: tuple[str, str, list[str], int, float]) -> dict[str, objec
             "occupancy": _arr(s.occupancy),
             "conc": _arr(s.conc),
             "events": _h(
-                repr([(e["kind"], e["step"], repr(e["time_min"]), e.get("drug"), repr(e.get("amount")))
-                      for e in res.events]).encode()
+                repr(
+                    [
+                        (e["kind"], e["step"], repr(e["time_min"]), e.get("drug"), repr(e.get("amount")))
+                        for e in res.events
+                    ]
+                ).encode()
             ),
             "summary": {k: _plain(v) for k, v in sorted(res.summary.items())},
             "file": _file_fingerprint(res.path),

@@ -87,8 +87,25 @@ class Bench:
     def step(self) -> np.ndarray:
         s, lat = self.state, self.lat
         counters = K.empty_counters()
-        K.step_cells(s.cells, s.occupancy, s.conc, self.offs, lat.nx, lat.ny, lat.nz, lat.periodic, self.rules,
-                     self.centroid, self.seed, self.k, counters, self.order, self.free, self.tum, self.w)
+        K.step_cells(
+            s.cells,
+            s.occupancy,
+            s.conc,
+            self.offs,
+            lat.nx,
+            lat.ny,
+            lat.nz,
+            lat.periodic,
+            self.rules,
+            self.centroid,
+            self.seed,
+            self.k,
+            counters,
+            self.order,
+            self.free,
+            self.tum,
+            self.w,
+        )
         K.compact(s.cells, s.occupancy)
         self.k += 1
         assert K.check_consistency(s.cells, s.occupancy) == 0
@@ -240,8 +257,9 @@ def test_nk_kill_probability_falls_with_mhc(m):
     per m (one step, two seeds); each value rejects the neighbouring m's prediction."""
     kills = n = 0
     for seed in (1, 2):
-        b = Bench(120, 120, sets=["nk.kill_prob=0.5", "nk.baseline_activation=1", f"patient.mhc_baseline={m}"],
-                  seed=seed)
+        b = Bench(
+            120, 120, sets=["nk.kill_prob=0.5", "nk.baseline_activation=1", f"patient.mhc_baseline={m}"], seed=seed
+        )
         n += pairs(b, K.NK)
         kills += int(b.step()[K.KILL_NK])
     p = b.rules.p_nk_kill * (1.0 - m)
@@ -423,7 +441,9 @@ def configs(draw, three_d: bool):
     radius = draw(st.sampled_from([0.0, 20.0, 40.0, 80.0]))
     free_guess = max(0, n_sites // 3)
     sets = [
-        f"lattice.nx={nx}", f"lattice.ny={ny}", f"lattice.nz={nz}",
+        f"lattice.nx={nx}",
+        f"lattice.ny={ny}",
+        f"lattice.nz={nz}",
         f"lattice.boundary={draw(st.sampled_from(['closed', 'periodic']))}",
         f"init.tumour_radius_um={radius}",
         f"init.ctl_cells={draw(st.integers(0, free_guess // 3))}",

@@ -70,8 +70,13 @@ def test_thread_count_does_not_change_results():
     hashes = []
     for threads in (1, 2):
         env = {**os.environ, "NUMBA_NUM_THREADS": str(threads)}
-        out = subprocess.run([sys.executable, "-c", _HASH_SCRIPT.format(threads=threads, sets=sets)], env=env,
-                             capture_output=True, text=True, timeout=300)
+        out = subprocess.run(
+            [sys.executable, "-c", _HASH_SCRIPT.format(threads=threads, sets=sets)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert out.returncode == 0, out.stderr[-2000:]
         hashes.append(out.stdout.strip().splitlines()[-1])
     assert len(hashes[0]) == 64
@@ -81,8 +86,17 @@ def test_thread_count_does_not_change_results():
 @pytest.mark.parametrize("shape", [(30, 30, 1), (16, 16, 16)], ids=["2d", "3d"])
 def test_2d_and_3d_step(shape):
     nx, ny, nz = shape
-    m = Model(sets=[f"lattice.nx={nx}", f"lattice.ny={ny}", f"lattice.nz={nz}", "init.tumour_radius_um=80",
-                    "init.ctl_cells=10", "init.nk_cells=5"], seed=3)
+    m = Model(
+        sets=[
+            f"lattice.nx={nx}",
+            f"lattice.ny={ny}",
+            f"lattice.nz={nz}",
+            "init.tumour_radius_um=80",
+            "init.ctl_cells=10",
+            "init.nk_cells=5",
+        ],
+        seed=3,
+    )
     assert m.state.lattice.ndim == (2 if nz == 1 else 3)
     assert m.cell_type_map().shape == ((ny, nx) if nz == 1 else (nz, ny, nx))
     n0 = m.counts()["tumour"]
@@ -112,8 +126,14 @@ def test_strong_infiltrate_shrinks_tumour():
     """A strong immune infiltrate: 300 CTL placed within 100 um of the tumour, full MHC-I (m0 = 1, the top of its
     documented range [0, 1]), p_CTL = 0.3 (range [0, 1]), antigenicity 10 (range [0, 100]). In 2 days the tumour
     falls below half its size (observed: 316 -> 0 cells), while the same tumour without CTL grows (-> 335)."""
-    base = ["lattice.nx=60", "lattice.ny=60", "init.tumour_radius_um=200", "patient.mhc_baseline=1.0",
-            "ctl.kill_prob=0.3", "patient.antigenicity=10"]
+    base = [
+        "lattice.nx=60",
+        "lattice.ny=60",
+        "init.tumour_radius_um=200",
+        "patient.mhc_baseline=1.0",
+        "ctl.kill_prob=0.3",
+        "patient.antigenicity=10",
+    ]
     treated = Model(sets=base + ["init.ctl_cells=300", "init.immune_within_um=100"], seed=1)
     n0 = treated.latest["n_tumour"]
     treated.run_days(2)
@@ -128,8 +148,13 @@ def test_strong_infiltrate_shrinks_tumour():
 def test_mesa_batch_run():
     rows = mesa.batch_run(
         abm.Model,
-        parameters={"ctl__kill_prob": [0.02, 0.2], "lattice__nx": 30, "lattice__ny": 30,
-                    "init__tumour_radius_um": 80.0, "seed": 1},
+        parameters={
+            "ctl__kill_prob": [0.02, 0.2],
+            "lattice__nx": 30,
+            "lattice__ny": 30,
+            "init__tumour_radius_um": 80.0,
+            "seed": 1,
+        },
         iterations=1,
         max_steps=20,
         number_processes=1,

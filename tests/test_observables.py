@@ -42,8 +42,15 @@ def test_run_outcome_reports_partial_response_and_times():
 
 
 def _observer_with_tumour(sites):
-    p = Params.from_overrides(sets=["lattice.nx=40", "lattice.ny=40", "init.tumour_cells=0",
-                                    "init.tumour_radius_um=0", "patient.vessel_fraction=0"])
+    p = Params.from_overrides(
+        sets=[
+            "lattice.nx=40",
+            "lattice.ny=40",
+            "init.tumour_cells=0",
+            "init.tumour_radius_um=0",
+            "patient.vessel_fraction=0",
+        ]
+    )
     st = initial_state(p, seed=1)
     K.compact(st.cells, st.occupancy)
     for i in range(st.n_cells):

@@ -16,7 +16,7 @@ def test_defaults_validate_and_round_trip_json():
 
 
 def test_round_trip_keeps_every_override():
-    p = Params.from_overrides(sets=["ctl.kill_prob=0.123456789", "lattice.nz=7", "species.cxcl9.units=\"nM\""])
+    p = Params.from_overrides(sets=["ctl.kill_prob=0.123456789", "lattice.nz=7", 'species.cxcl9.units="nM"'])
     q = Params.from_json(p.to_json())
     assert q == p and q.ctl.kill_prob == 0.123456789 and q.species["cxcl9"].units == "nM"
     assert q.species_names == ["il2", "ifna", "drug", "cxcl9"]

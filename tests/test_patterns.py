@@ -87,8 +87,11 @@ def test_high_dose_il2_partial_response_with_held_doses(outcomes):
 # 35 days, after the activation/permeability recalibration). IFN-alpha adds nothing measurable in this model, so
 # the schedule decides. This is a model result reported in docs/model.md 7.9, kept as a strict xfail so that a
 # change which makes the pattern emerge is noticed; the like-for-like comparisons below are asserted.
-NOT_EMERGED = pytest.mark.xfail(strict=True, reason="P3 against a different IL-2 schedule does not emerge (see "
-                                "docs/model.md 7.9): IFN-alpha adds nothing, the earlier IL-2 schedule wins")
+NOT_EMERGED = pytest.mark.xfail(
+    strict=True,
+    reason="P3 against a different IL-2 schedule does not emerge (see "
+    "docs/model.md 7.9): IFN-alpha adds nothing, the earlier IL-2 schedule wins",
+)
 
 
 @pytest.mark.parametrize(

@@ -61,10 +61,26 @@ CTL_EXHAUSTED = 18
 ENGAGED_CTL = 19
 N_COUNTERS = 20
 COUNTER_NAMES = (
-    "divisions_tumour", "divisions_tumour_blocked", "divisions_ctl", "kills_ctl", "kills_nk", "kills_lak",
-    "kills_drug", "deaths_tumour_spontaneous", "deaths_ctl_natural", "deaths_ctl_aicd", "deaths_nk_natural",
-    "deaths_lak_natural", "deaths_lak_withdrawal", "lak_conversions", "recruited_ctl", "recruited_nk",
-    "transferred_lak", "transfer_failed", "ctl_exhausted", "ctl_engaged",
+    "divisions_tumour",
+    "divisions_tumour_blocked",
+    "divisions_ctl",
+    "kills_ctl",
+    "kills_nk",
+    "kills_lak",
+    "kills_drug",
+    "deaths_tumour_spontaneous",
+    "deaths_ctl_natural",
+    "deaths_ctl_aicd",
+    "deaths_nk_natural",
+    "deaths_lak_natural",
+    "deaths_lak_withdrawal",
+    "lak_conversions",
+    "recruited_ctl",
+    "recruited_nk",
+    "transferred_lak",
+    "transfer_failed",
+    "ctl_exhausted",
+    "ctl_engaged",
 )
 
 _MOVE_PURPOSE_BASE = 1000  # purposes 1000+k: the k-th move of a cell in a step
@@ -209,8 +225,9 @@ def _divide_into_free(i, c, occ, offs, nx, ny, nz, periodic, seed, step, purpose
 
 
 @numba.njit(**JIT)
-def step_cells(c, occ, conc, offs, nx, ny, nz, periodic, r, centroid, seed, step, counters, order, free_buf,
-               tum_buf, wbuf):
+def step_cells(
+    c, occ, conc, offs, nx, ny, nz, periodic, r, centroid, seed, step, counters, order, free_buf, tum_buf, wbuf
+):
     """Advance every cell alive at the start of the step by one step ``r.dt_min`` (SCIENCE.md s3, item 3)."""
     n0 = c.n[0]
     for j in range(n0):
@@ -281,13 +298,30 @@ def step_cells(c, occ, conc, offs, nx, ny, nz, periodic, r, centroid, seed, step
             else:
                 c.timer_min[i] = max(0.0, c.timer_min[i] - dt)
                 if nt == 0:
-                    _move(i, c, occ, offs, nx, ny, nz, periodic, r.ctl_moves, r.ctl_bias, centroid, seed, step,
-                          free_buf, tum_buf, wbuf)
+                    _move(
+                        i,
+                        c,
+                        occ,
+                        offs,
+                        nx,
+                        ny,
+                        nz,
+                        periodic,
+                        r.ctl_moves,
+                        r.ctl_bias,
+                        centroid,
+                        seed,
+                        step,
+                        free_buf,
+                        tum_buf,
+                        wbuf,
+                    )
             if not exhausted and (c.timer_min[i] > 0.0 or not r.ctl_prolif_requires_activation):
                 p_prolif = r.p_ctl_prolif_max * il2 / (il2 + r.ctl_prolif_half)
                 if rng.uniform(seed, step, i, rng.PROLIF) < p_prolif:
-                    d = _divide_into_free(i, c, occ, offs, nx, ny, nz, periodic, seed, step, rng.PROLIF_SITE, CTL,
-                                          0.0, free_buf, tum_buf)
+                    d = _divide_into_free(
+                        i, c, occ, offs, nx, ny, nz, periodic, seed, step, rng.PROLIF_SITE, CTL, 0.0, free_buf, tum_buf
+                    )
                     if d >= 0:
                         counters[DIV_CTL] += 1
         elif kind == NK:
@@ -315,8 +349,24 @@ def step_cells(c, occ, conc, offs, nx, ny, nz, periodic, r, centroid, seed, step
                         counters[KILL_NK] += 1
                         c.kills[i] += 1
             else:
-                _move(i, c, occ, offs, nx, ny, nz, periodic, r.nk_moves, r.nk_bias, centroid, seed, step,
-                      free_buf, tum_buf, wbuf)
+                _move(
+                    i,
+                    c,
+                    occ,
+                    offs,
+                    nx,
+                    ny,
+                    nz,
+                    periodic,
+                    r.nk_moves,
+                    r.nk_bias,
+                    centroid,
+                    seed,
+                    step,
+                    free_buf,
+                    tum_buf,
+                    wbuf,
+                )
         elif kind == LAK:
             if rng.uniform(seed, step, i, rng.DEATH) < r.p_lak_death:
                 remove(c, occ, i)
@@ -336,8 +386,24 @@ def step_cells(c, occ, conc, offs, nx, ny, nz, periodic, r, centroid, seed, step
                         counters[KILL_LAK] += 1
                         c.kills[i] += 1
             else:
-                _move(i, c, occ, offs, nx, ny, nz, periodic, r.lak_moves, r.lak_bias, centroid, seed, step,
-                      free_buf, tum_buf, wbuf)
+                _move(
+                    i,
+                    c,
+                    occ,
+                    offs,
+                    nx,
+                    ny,
+                    nz,
+                    periodic,
+                    r.lak_moves,
+                    r.lak_bias,
+                    centroid,
+                    seed,
+                    step,
+                    free_buf,
+                    tum_buf,
+                    wbuf,
+                )
 
 
 @numba.njit(**JIT)

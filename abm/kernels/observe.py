@@ -95,8 +95,25 @@ def _caliper(directions, line_lo, line_hi, ny, packed):
 
 
 @numba.njit(**JIT)
-def tumour_geometry(ctype, site, n, occ, offs, nx, ny, nz, periodic, min_neighbours, directions, line_lo, line_hi,
-                    lesion_lo, lesion_hi, packed, centroid):
+def tumour_geometry(
+    ctype,
+    site,
+    n,
+    occ,
+    offs,
+    nx,
+    ny,
+    nz,
+    periodic,
+    min_neighbours,
+    directions,
+    line_lo,
+    line_hi,
+    lesion_lo,
+    lesion_hi,
+    packed,
+    centroid,
+):
     """Tumour cell count, centroid (site coordinates, written to ``centroid``), and two caliper longest diameters
     in sites (centre-to-centre spread + 1 cell): over every tumour cell, and over the *lesion*, the tumour cells
     with at least ``min_neighbours`` tumour cells in their Moore neighbourhood (scattered survivors are not a
@@ -153,8 +170,11 @@ def tumour_geometry(ctype, site, n, occ, offs, nx, ny, nz, periodic, min_neighbo
     centroid[0] = sx / cnt
     centroid[1] = sy / cnt
     centroid[2] = sz / cnt
-    return cnt, _caliper(directions, line_lo, line_hi, ny, packed), _caliper(directions, lesion_lo, lesion_hi, ny,
-                                                                              packed)
+    return (
+        cnt,
+        _caliper(directions, line_lo, line_hi, ny, packed),
+        _caliper(directions, lesion_lo, lesion_hi, ny, packed),
+    )
 
 
 @numba.njit(**JIT)

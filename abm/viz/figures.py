@@ -295,8 +295,14 @@ def plot_diameter(ax, run: Any) -> None:
     resp = st.run_params(run).response
     ax.plot(t, d, color=st.CELL_COLOURS[st.TUMOUR], label="lesion diameter (RECIST)")
     if key != "tumour_longest_diameter_mm":
-        ax.plot(t, obs["tumour_longest_diameter_mm"], color=st.CELL_COLOURS[st.TUMOUR], lw=0.8, ls=":",
-                label="all tumour cells")
+        ax.plot(
+            t,
+            obs["tumour_longest_diameter_mm"],
+            color=st.CELL_COLOURS[st.TUMOUR],
+            lw=0.8,
+            ls=":",
+            label="all tumour cells",
+        )
     if d.size:
         pr = (1.0 - resp.partial_response_shrinkage) * d[0]
         nadir = np.minimum.accumulate(d)
