@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from abm import mesa_face
-from abm.fields import FieldSolver
+from abm.field_solver import FieldSolver
 from abm.kernels import cells as K
 from abm.observables import Observer, observable_specs
 from abm.params import Params

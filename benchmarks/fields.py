@@ -29,10 +29,10 @@ import numba
 import numpy as np
 
 try:
-    from abm.fields import FieldSolver
+    from abm.field_solver import FieldSolver
 except ImportError:  # running from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from abm.fields import FieldSolver
+    from abm.field_solver import FieldSolver
 
 D_UM2_PER_MIN = (6000.0, 3600.0, 18000.0)  # IL-2 100, IFN-alpha 60, drug 300 um^2/s
 DECAY_PER_MIN = (0.00168, 0.00385, 0.0058)  # half-lives ~7 h, 3 h, 2 h

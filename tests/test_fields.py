@@ -1,4 +1,4 @@
-"""Tests of the diffusion–reaction field solver (abm.fields.FieldSolver, abm.kernels.fields).
+"""Tests of the diffusion–reaction field solver (abm.field_solver.FieldSolver, abm.kernels.fields).
 
 Tolerances and why (see docs/solver.md):
 - against a dense reference (numpy.linalg.solve of the same split scheme): 1e-10 relative, round-off only;
@@ -25,10 +25,10 @@ from hypothesis import strategies as st
 from scipy.special import k0
 
 try:
-    from abm.fields import FieldSolver
+    from abm.field_solver import FieldSolver
 except ImportError:  # running from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from abm.fields import FieldSolver
+    from abm.field_solver import FieldSolver
 
 NO_VESSELS = np.zeros(0, dtype=np.int64)
 H = 20.0

@@ -8,7 +8,7 @@ What is shared with :class:`abm.Model` and what is not:
 
 - shared: the parameter tree (:class:`abm.params.Params`) and its per-step quantities
   (:func:`abm.state.cell_rules`), the initial placement (:func:`abm.state.initial_state`: tumour disc, vessels,
-  initial immune cells), the field solver (:class:`abm.fields.FieldSolver`) and the therapy (plasma PK, dosing,
+  initial immune cells), the field solver (:class:`abm.field_solver.FieldSolver`) and the therapy (plasma PK, dosing,
   toxicity, LAK transfers: :class:`abm.therapy.Therapy`). The comparison is about the *cell rules*.
 - not shared: the cell rules themselves, written again below as agent methods, and the random numbers, which
   come from Mesa's own generator (``model.random``, seeded by ``seed``) instead of the counter-based kernel draws.
@@ -36,7 +36,7 @@ import numpy as np
 from mesa import Model
 from mesa.discrete_space import CellAgent, FixedAgent, OrthogonalMooreGrid
 
-from abm.fields import FieldSolver
+from abm.field_solver import FieldSolver
 from abm.kernels.cells import COUNTER_NAMES
 from abm.state import cell_rules, initial_state
 
