@@ -6,18 +6,15 @@ The public API is short::
     sc = abm.Scenario.load("high_dose_il2")        # a shipped scenario, or a path to a TOML file
     model = abm.Model(sc, seed=1)                   # a mesa.Model; model.step() advances 10 min
     abm.run(sc, out="run.h5", seed=1)               # a whole run written to HDF5
-    run = abm.load("run.h5")                        # read it back
+    run = abm.load("run.h5")                        # read it back (abm.io.Run)
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from abm.errors import ParameterError, UsageError
+from abm.params import Params
+from abm.provenance import abm_version
+from abm.scenario import Scenario
 
-try:
-    __version__ = version("abm")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0+unknown"
-
-from abm.params import ParameterError, Params  # noqa: E402
-from abm.scenario import Scenario  # noqa: E402
+__version__ = abm_version()
 
 
 def __getattr__(name: str):
@@ -26,15 +23,15 @@ def __getattr__(name: str):
         from abm.model import Model
 
         return Model
-    if name in ("run", "RunResult"):
-        from abm import runner
+    if name in ("run", "RunResult", "RunInterrupted", "Simulation"):
+        from abm import simulation
 
-        return getattr(runner, name)
+        return getattr(simulation, name)
     if name == "load":
-        from abm.runner import load
+        from abm.io import load_run
 
-        return load
+        return load_run
     raise AttributeError(f"module 'abm' has no attribute {name!r}")
 
 
-__all__ = ["Model", "ParameterError", "Params", "Scenario", "__version__", "load", "run"]
+__all__ = ["Model", "ParameterError", "Params", "Scenario", "UsageError", "__version__", "load", "run"]

@@ -14,10 +14,13 @@ import os
 import sys
 from pathlib import Path
 
+from abm.errors import ParameterError, UsageError
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
-# modules that add sub-commands (a missing optional one is skipped)
-PLUGINS = ("abm.sweep.cli", "abm.viz.cli", "abm.reference.cli")
+# modules that add sub-commands; each imports only core dependencies at module level, so a failure to import one
+# is a real error, reported as such
+PLUGINS = ("abm.sweep.cli", "abm.viz.cli")
 
 
 # optional packages and the extra of pyproject.toml that installs each
@@ -34,10 +37,6 @@ OPTIONAL_MODULES = {
     "PIL": "viz",
     "solara": "viz",
 }
-
-
-class UsageError(Exception):
-    """A mistake in how abm was called (exit code 2)."""
 
 
 def _add_run(sub) -> None:
@@ -66,7 +65,7 @@ def _add_run(sub) -> None:
 
 def cmd_run(args) -> int:
     import abm
-    from abm.runner import RunInterrupted
+    from abm.simulation import RunInterrupted
 
     sc = abm.Scenario.load(args.scenario, sets=args.sets)
     out = Path(args.out) if args.out else Path(f"{sc.name}.h5")
@@ -205,22 +204,18 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (_add_run, _add_info, _add_scenarios):
         add(sub)
     for mod in PLUGINS:
-        try:
-            m = importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name and (mod.startswith(e.name) or e.name == mod):
-                continue
-            raise
-        m.register(sub)
+        importlib.import_module(mod).register(sub)
     if "plot" not in sub.choices:  # abm.viz, when installed, provides the fuller `abm plot`
         _add_plot(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from abm.params import ParameterError
-
-    parser = build_parser()
+    try:  # Ctrl-C while the command line and its plugins load (before a run installs its own handler)
+        parser = build_parser()
+    except KeyboardInterrupt:
+        print("abm: interrupted", file=sys.stderr)
+        return EXIT_FAILED
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from abm.kernels.geometry import neighbour
+from abm.kernels.geometry import neighbour_sites
+from abm.kernels.records import Geometry
 
 
 def moore_offsets(ndim: int) -> np.ndarray:
@@ -91,14 +92,16 @@ class Lattice:
     def von_neumann(self) -> np.ndarray:
         return von_neumann_offsets(self.ndim)
 
+    def geometry(self, kind: str = "moore") -> Geometry:
+        """The record kernels take: neighbour offsets of ``kind`` (moore or von_neumann), shape, periodicity."""
+        offs = self.moore() if kind == "moore" else self.von_neumann()
+        return Geometry(offs, self.nx, self.ny, self.nz, self.periodic)
+
     def neighbours(self, site: int, kind: str = "moore") -> np.ndarray:
         """Flat indices of the neighbours of one site (sites outside a closed lattice are left out)."""
-        offs = self.moore() if kind == "moore" else self.von_neumann()
-        out = [
-            neighbour(int(site), int(d[0]), int(d[1]), int(d[2]), self.nx, self.ny, self.nz, self.periodic)
-            for d in offs
-        ]
-        return np.array([s for s in out if s >= 0], dtype=np.int64)
+        geo = self.geometry(kind)
+        out = np.empty(geo.offsets.shape[0], dtype=np.int64)
+        return out[: neighbour_sites(int(site), geo, out)].copy()
 
     def distance_um(self, a, b) -> np.ndarray:
         """Euclidean distance between site centres (minimum image when periodic)."""

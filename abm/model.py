@@ -1,12 +1,18 @@
-"""The Model: owns the state and runs one step in the order of SCIENCE.md section 3, written once here.
+"""The Model: owns the state and advances it, one step in the order of docs/model.md (scheduling), written once here.
 
 ``abm.Model`` is a ``mesa.Model`` (through :mod:`abm.mesa_face`), so it honours Mesa's contract: seed or rng at
 construction, ``step()``, ``steps``, ``running``, a ``datacollector``, and ``mesa.batch_run``. Underneath, cells
 and fields are numpy arrays advanced by Numba kernels.
+
+Two ways to move a model forward: :meth:`Model.step` (Mesa's: one step, then the DataCollector collects) and
+:meth:`Model.advance` (the engine: ``n`` steps of dynamics, no observation), which :mod:`abm.simulation` uses
+between the reports its reporters ask for. The dynamics never read an observation: what they need (the tumour
+count, the point that biases migration) the model computes itself.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +21,13 @@ import numpy as np
 from abm import mesa_face
 from abm.field_solver import FieldSolver
 from abm.kernels import cells as K
+from abm.kernels.exchange import fill_exchange
+from abm.kernels.records import Scratch, StepKey
 from abm.observables import Observer, observable_specs
 from abm.params import Params
-from abm.state import CELL_TYPES, cell_rules, initial_state
+from abm.rules import cell_rules, exchange_table, exchanged_species
+from abm.scenario import Scenario
+from abm.state import CELL_TYPES, initial_state
 
 
 def _resolve_seed(seed: Any, mesa_rng: np.random.Generator) -> int:
@@ -44,9 +54,9 @@ class Model(mesa_face.MesaModel):
         Mesa's seeding convention (one or the other). ``seed`` is also the key of every random draw in the
         kernels; with ``rng`` (or neither) that key is drawn from the generator and kept in ``model.seed``.
     sets:
-        ``key.path=value`` overrides applied on top.
+        ``key.path=value`` override strings applied on top.
     **overrides:
-        More overrides as keyword arguments, ``__`` standing for ``.`` (``ctl__kill_prob=0.1``), which is how
+        Typed overrides as keyword arguments, ``__`` standing for ``.`` (``ctl__kill_prob=0.1``), which is how
         ``mesa.batch_run`` passes parameters.
     """
 
@@ -57,18 +67,14 @@ class Model(mesa_face.MesaModel):
         params: Params | None = None,
         seed: int | None = None,
         rng: Any = None,
-        sets: list[str] | None = None,
+        sets: Iterable[str] | None = None,
         **overrides: Any,
     ) -> None:
-        from abm.scenario import Scenario  # scenario imports therapy; keep the model importable on its own
-
         if scenario is None:
             scenario = Scenario.default()
         elif isinstance(scenario, str | Path):
             scenario = Scenario.load(scenario)
-        extra = list(sets or []) + [f"{k.replace('__', '.')}={_toml_value(v)}" for k, v in overrides.items()]
-        if extra:
-            scenario = scenario.with_overrides(extra)
+        scenario = scenario.with_overrides(list(sets or []), values=overrides)
         if params is not None:
             scenario = scenario.with_params(params)
         self.scenario = scenario
@@ -80,8 +86,11 @@ class Model(mesa_face.MesaModel):
 
         p = self.params
         self.state = initial_state(p, self.seed)
-        self.rules = cell_rules(p)
         lat = self.state.lattice
+        self.geometry = lat.geometry()
+        self.rules = cell_rules(p)
+        self.exchange = exchange_table(p)
+        self._exchanged = exchanged_species(self.exchange)
         self.solver = FieldSolver(
             lat.shape_xyz,
             lat.spacing_um,
@@ -96,110 +105,76 @@ class Model(mesa_face.MesaModel):
         self.plasma = np.zeros(len(self.species))  # set directly when no therapy drives it
         self.therapy = scenario.make_therapy()
         self.toxicity = 0.0
+        self.doses_given = self.doses_held = 0  # this step's
         self.events: list[dict[str, Any]] = []
         self.step_index = 0
         self.dt_min = p.time.dt_min
-        self._offs = lat.moore()
-        n_cap = self.state.cells.ctype.shape[0]
-        self._order = np.zeros(n_cap, dtype=np.int64)
-        self._free = np.zeros(len(self._offs), dtype=np.int64)
-        self._tum = np.zeros(len(self._offs), dtype=np.int64)
-        self._w = np.zeros(len(self._offs), dtype=np.float64)
+        n_offs = self.geometry.offsets.shape[0]
+        self.scratch = Scratch(
+            order=np.zeros(self.state.cells.ctype.shape[0], dtype=np.int64),
+            free=np.zeros(n_offs, dtype=np.int64),
+            tumour=np.zeros(n_offs, dtype=np.int64),
+            weight=np.zeros(n_offs, dtype=np.float64),
+        )
         self.counters = K.empty_counters()
+        self.migration_target = np.full(3, np.nan)  # site coordinates that bias migration (nan: none)
+        self.n_tumour = 0  # tumour cells at the start of the current step (drives CTL priming)
         self.observer = Observer(p, lat)
         self.observable_specs = observable_specs(p)
-        self.latest = self.observer.measure(self.state, self.counters, self.plasma, 0.0, 0, 0)
+        self._observed: tuple[int, dict[str, float]] | None = None
         self.datacollector = mesa_face.headline_datacollector()
         self.datacollector.collect(self)
         self.running = True
 
     # ------------------------------------------------------------------------------------------- the step
+    def advance(self, n: int = 1) -> None:
+        """Advance the dynamics by ``n`` steps of ``dt_min`` (no observation, no data collection)."""
+        for _ in range(int(n)):
+            self._step_dynamics()
+        self.steps = self.step_index  # Mesa's step counter follows the engine's
+
     def step(self) -> None:
-        """One agent step of ``dt_min`` (SCIENCE.md s3): therapy, fields, cells, recruitment, observation."""
-        s = self.state
-        lat = s.lattice
-        k = self.step_index
-        self.counters[:] = 0
-        doses_given = doses_held = 0
-        # 1. therapy: plasma levels over this step, doses (or holds), adoptive transfer
-        if self.therapy is not None:
-            ts = self.therapy.advance(k)
-            self.plasma[:] = ts.plasma
-            self.toxicity = ts.toxicity
-            doses_given, doses_held = ts.doses_given, ts.doses_held
-            self.events.extend(ts.events)
-            if ts.lak_cells > 0:
-                K.transfer_lak(
-                    s.cells,
-                    s.occupancy,
-                    s.vessels,
-                    self._offs,
-                    lat.nx,
-                    lat.ny,
-                    lat.nz,
-                    lat.periodic,
-                    int(ts.lak_cells),
-                    self.seed,
-                    k,
-                    self.counters,
-                    self._free,
-                    self._tum,
-                )
-        # 2. fields: cells set uptake/secretion, then exchange with plasma, decay, diffusion
-        s.uptake[K.IL2] = 0.0
-        s.source[K.IL2] = 0.0
-        K.fill_il2_exchange(s.cells, s.conc, s.uptake, s.source, self.rules)
-        self.solver.step(s.conc, s.uptake, s.source, s.vessels, self._permeability, self.plasma)
-        # 3. cells, in a seeded random order
-        K.step_cells(
-            s.cells,
-            s.occupancy,
-            s.conc,
-            self._offs,
-            lat.nx,
-            lat.ny,
-            lat.nz,
-            lat.periodic,
-            self.rules,
-            self._bias_target(),
-            self.seed,
-            k,
-            self.counters,
-            self._order,
-            self._free,
-            self._tum,
-            self._w,
-        )
-        # 4. recruitment at vessels
-        p_ctl, p_nk = self.recruitment_probabilities()
-        K.recruit(
-            s.cells,
-            s.occupancy,
-            s.vessels,
-            self._offs,
-            lat.nx,
-            lat.ny,
-            lat.nz,
-            lat.periodic,
-            p_ctl,
-            p_nk,
-            self.seed,
-            k,
-            self.counters,
-            self._free,
-            self._tum,
-        )
-        K.compact(s.cells, s.occupancy)
-        # 5. observe
-        self.step_index = k + 1
-        self.latest = self.observer.measure(s, self.counters, self.plasma, self.toxicity, doses_given, doses_held)
+        """One agent step of ``dt_min`` (Mesa's ``step``): the dynamics, then the DataCollector collects."""
+        self.advance(1)
         self.datacollector.collect(self)
 
+    def _step_dynamics(self) -> None:
+        """docs/model.md, scheduling: therapy, fields, cells, recruitment."""
+        s = self.state
+        t = s.tissue
+        key = StepKey(np.uint64(self.seed), np.int64(self.step_index))
+        self.counters[:] = 0
+        self.doses_given = self.doses_held = 0
+        # 1. therapy: plasma levels over this step, doses (or holds), adoptive transfer
+        if self.therapy is not None:
+            ts = self.therapy.advance(self.step_index)
+            self.plasma[:] = ts.plasma
+            self.toxicity = ts.toxicity
+            self.doses_given, self.doses_held = ts.doses_given, ts.doses_held
+            self.events.extend(ts.events)
+            if ts.lak_cells > 0:
+                K.transfer_lak(t, self.geometry, int(ts.lak_cells), key, self.counters, self.scratch)
+        # 2. fields: cells set uptake and secretion, then exchange with plasma, decay, diffusion
+        for row in self._exchanged:
+            s.uptake[row] = 0.0
+            s.source[row] = 0.0
+        fill_exchange(t, self.exchange)
+        self.solver.step(s.conc, s.uptake, s.source, s.vessels, self._permeability, self.plasma)
+        # 3. cells, in a seeded random order
+        self.n_tumour = K.tumour_centroid(s.cells, self.geometry, self.migration_target)
+        K.step_cells(t, self.geometry, self.rules, self.migration_target, key, self.counters, self.scratch)
+        # 4. recruitment at vessels
+        p_ctl, p_nk = self.recruitment_probabilities()
+        K.recruit(t, self.geometry, p_ctl, p_nk, key, self.counters, self.scratch)
+        K.compact(s.cells, s.occupancy)
+        self.step_index += 1
+
     def recruitment_probabilities(self) -> tuple[float, float]:
-        """Per-vessel probabilities of a CTL and an NK entry this step (SCIENCE.md s4)."""
+        """Per-vessel probabilities of a CTL and an NK entry this step (docs/model.md, recruitment), from the tumour
+        count at the start of the step and this step's plasma IL-2."""
         p = self.params
-        n_t = self.latest["n_tumour"]
-        cp = self.plasma[K.IL2]
+        n_t = float(self.n_tumour)
+        cp = self.plasma[self.rules.species.il2]
         ctl = (
             p.ctl.recruit_per_vessel_per_day
             * p.patient.antigenicity
@@ -215,9 +190,20 @@ class Model(mesa_face.MesaModel):
         dt_day = self.dt_min / 1440.0
         return float(-np.expm1(-ctl * dt_day)), float(-np.expm1(-nk * dt_day))
 
-    def _bias_target(self) -> np.ndarray:
-        c = self.observer.centroid
-        return c if np.all(np.isfinite(c)) else np.full(3, np.nan)
+    # ---------------------------------------------------------------------------------------- observation
+    def observe(self) -> dict[str, float]:
+        """Every observable at the current step (computed once per step, on demand)."""
+        if self._observed is None or self._observed[0] != self.step_index:
+            values = self.observer.measure(
+                self.state, self.counters, self.plasma, self.toxicity, self.doses_given, self.doses_held
+            )
+            self._observed = (self.step_index, values)
+        return self._observed[1]
+
+    @property
+    def latest(self) -> dict[str, float]:
+        """The observables at the current step (see :meth:`observe`)."""
+        return self.observe()
 
     # ------------------------------------------------------------------------------------------ conveniences
     @property
@@ -232,7 +218,8 @@ class Model(mesa_face.MesaModel):
         return int(round(days * 1440.0 / self.dt_min))
 
     def run_days(self, days: float) -> None:
-        """Step for ``days`` simulated days (no reporters; see :func:`abm.run` for files and progress)."""
+        """Step (Mesa's :meth:`step`, collecting data) for ``days`` simulated days; see :func:`abm.run` for files,
+        progress and the run summary."""
         for _ in range(self.steps_for_days(days)):
             self.step()
 
@@ -254,11 +241,3 @@ class Model(mesa_face.MesaModel):
         return mesa_face.property_layers(self)
 
     cell_types = CELL_TYPES
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return '"' + v.replace('"', '\\"') + '"'
-    return repr(v)

@@ -8,12 +8,15 @@ in memory and to a trajectory read back from disk.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from abm.kernels import cells as K
 from abm.kernels.observe import caliper_directions, field_stats, tumour_geometry
+from abm.kernels.records import LesionScratch
 from abm.params import Params, ResponseParams
 
 
@@ -92,41 +95,29 @@ class Observer:
         self.lattice = lattice
         self.ndim = lattice.ndim
         self.directions = caliper_directions(self.ndim)
-        self._lines = np.empty((4, lattice.ny * lattice.nz), dtype=np.int64)
-        self._packed = np.empty((lattice.ny * lattice.nz, 4), dtype=np.float64)
-        self._offs = lattice.moore()
+        n_lines = lattice.ny * lattice.nz
+        self._scratch = LesionScratch(
+            *(np.empty(n_lines, dtype=np.int64) for _ in range(4)), np.empty((n_lines, 4), dtype=np.float64)
+        )
+        self._geo = lattice.geometry()
         self._min_nb = p.response.lesion_min_tumour_neighbours
         self._types = np.zeros(K.N_TYPES, dtype=np.int64)
         self._fields = np.zeros((len(p.species_names), 3))
-        self.centroid = np.full(3, np.nan)
         self.species = p.species_names
 
     def measure(
-        self, state, counters: np.ndarray, plasma: np.ndarray, toxicity: float, doses_given: int, doses_held: int
+        self,
+        state,
+        counters: np.ndarray,
+        plasma: np.ndarray,
+        toxicity: float,
+        doses_given: int,
+        doses_held: int,
     ) -> dict[str, float]:
         c = state.cells
-        n = int(c.n[0])
         h_mm = self.lattice.spacing_um * 1e-3
-        lat = self.lattice
-        ln = self._lines
         nt, longest, lesion = tumour_geometry(
-            c.ctype,
-            c.site,
-            n,
-            state.occupancy,
-            self._offs,
-            lat.nx,
-            lat.ny,
-            lat.nz,
-            lat.periodic,
-            self._min_nb,
-            self.directions,
-            ln[0],
-            ln[1],
-            ln[2],
-            ln[3],
-            self._packed,
-            self.centroid,
+            c, state.occupancy, self._geo, self._min_nb, self.directions, self._scratch
         )
         K.count_types(c, self._types)
         out: dict[str, float] = {
@@ -147,7 +138,7 @@ class Observer:
         out["tumour_lesion_diameter_mm"] = lesion * h_mm
         for k, name in enumerate(K.COUNTER_NAMES):
             out[name] = float(counters[k])
-        field_stats(state.conc, c.ctype, c.site, n, self._fields)
+        field_stats(state.conc, c, self._fields)
         for k, sp in enumerate(self.species):
             out[f"{sp}_mean"] = float(self._fields[k, 0])
             out[f"{sp}_max"] = float(self._fields[k, 1])
@@ -233,3 +224,42 @@ def run_outcome(
         "max_shrinkage": float(1.0 - d.min() / d[0]) if d[0] > 0 else math.nan,
         "days": float(span),
     }
+
+
+SUMMARY_TOTALS = (
+    "kills_ctl",
+    "kills_nk",
+    "kills_lak",
+    "kills_drug",
+    "divisions_tumour",
+    "recruited_ctl",
+    "recruited_nk",
+    "lak_conversions",
+    "transferred_lak",
+    "deaths_ctl_aicd",
+)
+
+
+def run_summary(
+    series: dict[str, np.ndarray], events: list[dict[str, Any]], r: ResponseParams, seed: int
+) -> dict[str, Any]:
+    """The per-run outcome (RECIST-like) plus totals of doses, toxicity events, kills and recruitment, from the
+    per-step observable series (``time_min`` included) and the therapy events."""
+    a = series
+    out: dict[str, Any] = dict(run_outcome(a["time_min"], a["tumour_lesion_diameter_mm"], a["n_tumour"], r))
+    kinds = Counter(e["kind"] for e in events)
+    dlt = [e for e in events if e["kind"] == "toxicity_dlt"]
+    out.update(
+        doses_given=int(kinds.get("dose_given", 0)),
+        doses_held=int(kinds.get("dose_held", 0)),
+        doses_cancelled=int(kinds.get("dose_cancelled", 0)),
+        dose_limiting_toxicity=bool(dlt),
+        dlt_day=float(dlt[0]["time_min"]) / 1440.0 if dlt else math.nan,
+        toxicity_max=float(np.max(a["toxicity"])) if len(a["toxicity"]) else 0.0,
+        seed=int(seed),
+    )
+    for name in SUMMARY_TOTALS:
+        out[f"total_{name}"] = int(np.sum(a[name]))
+    for kind in ("ctl", "nk", "lak"):
+        out[f"max_n_{kind}"] = float(np.max(a[f"n_{kind}"]))
+    return out

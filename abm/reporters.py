@@ -1,208 +1,219 @@
-"""Reporters: what watches a run. The step loop (:func:`abm.runner.run`) asks each reporter how many steps until
-it next wants to report, runs the model to the nearest such step, and hands the model to the reporters due
-(the OpenMM protocol). Each has an explicit ``close()``; none reaches back into the model.
+"""Reporters: what watches a run, fed by :class:`abm.simulation.Simulation` (the OpenMM protocol).
 
-- :class:`TrajectoryReporter` writes the HDF5 trajectory (format in :mod:`abm.io`);
-- :class:`RecorderReporter` keeps the observables in memory;
+Each reporter says when it next wants a report and what that report needs; it receives the run's description at
+the start (:meth:`Reporter.begin`), :class:`~abm.simulation.Frame` objects holding only what it asked for, and the
+end of the run (:meth:`Reporter.close`, exactly once, also after a failure or an interrupt). None touches the model.
+
+- :class:`TrajectoryReporter` adapts a run to the HDF5 format of :mod:`abm.io` (:class:`~abm.io.TrajectoryWriter`);
+- :class:`RecorderReporter` keeps every observable of every step in memory (the source of the run summary);
 - :class:`ProgressReporter` draws a progress bar on stderr.
 """
 
 from __future__ import annotations
 
-import math
+import json
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from abm.io import ObservableSpec, SpeciesSpec, TrajectoryWriter
-from abm.observables import run_outcome
-from abm.state import CELL_TYPES
+from abm.io import TrajectoryWriter
+from abm.observables import run_summary
+from abm.params import ResponseParams
+
+
+def every(interval: int, last: int) -> int:
+    """Steps from ``last`` to the next multiple of ``interval`` after it (>= 1; step 0 is a multiple)."""
+    return interval - last % interval  # Python's % is non-negative: from -1 the next report is step 0
 
 
 class Reporter(Protocol):
-    def steps_until_next(self, model: Any) -> int:
-        """Steps from ``model.step_index`` to the next report (0: report now)."""
+    def describe_next_report(self, last_step: int) -> tuple[int, frozenset[str]]:
+        """(steps from ``last_step`` to the next report, >= 1; what it needs: a subset of
+        :data:`abm.simulation.NEEDS`). The run starts as if step -1 had been reported."""
 
-    def report(self, model: Any) -> None: ...
+    def begin(self, info: Any) -> None:
+        """The run is about to start (:class:`abm.simulation.RunInfo`)."""
 
-    def close(self, model: Any, complete: bool, status: str) -> None: ...
+    def report(self, frame: Any) -> None:
+        """A frame at a step this reporter asked for (or the last step of the run)."""
+
+    def close(self, end: Any) -> Any:
+        """The run ended (:class:`abm.simulation.RunEnd`); release resources, return a result if any."""
 
 
 class RecorderReporter:
-    """Every observable at every step, in memory (also the source of the run summary)."""
+    """Every observable at every step, in memory, in preallocated (growing) arrays."""
+
+    NEEDS = frozenset({"observables"})
 
     def __init__(self) -> None:
-        self.steps: list[int] = []
-        self.time_min: list[float] = []
-        self.rows: list[dict[str, float]] = []
+        self.names: list[str] = []
+        self._rows = np.zeros((0, 0))
+        self._steps = np.zeros(0, dtype=np.int64)
+        self._time = np.zeros(0)
+        self.n_rows = 0
 
-    def steps_until_next(self, model: Any) -> int:
-        return 0
+    def describe_next_report(self, last_step: int) -> tuple[int, frozenset[str]]:
+        return 1, self.NEEDS
 
-    def report(self, model: Any) -> None:
-        if self.steps and self.steps[-1] == model.step_index:
+    def begin(self, info: Any) -> None:
+        self.names = [o.name for o in info.observables]
+        cap = info.n_steps + 1
+        self._rows = np.zeros((cap, len(self.names)))
+        self._steps = np.zeros(cap, dtype=np.int64)
+        self._time = np.zeros(cap)
+
+    @property
+    def last_step(self) -> int | None:
+        return int(self._steps[self.n_rows - 1]) if self.n_rows else None
+
+    def report(self, frame: Any) -> None:
+        if self.n_rows and self._steps[self.n_rows - 1] == frame.step:
             return
-        self.steps.append(model.step_index)
-        self.time_min.append(model.time_min)
-        self.rows.append(dict(model.latest))
+        if not self.names:
+            self.names = list(frame.observables)
+        if self.n_rows == self._rows.shape[0]:  # more rows than declared (a run driven by hand): grow
+            grow = max(16, self.n_rows)
+            self._rows = np.concatenate([self._rows, np.zeros((grow, len(self.names)))])
+            self._steps = np.concatenate([self._steps, np.zeros(grow, dtype=np.int64)])
+            self._time = np.concatenate([self._time, np.zeros(grow)])
+        obs = frame.observables
+        self._rows[self.n_rows] = [obs[k] for k in self.names]
+        self._steps[self.n_rows] = frame.step
+        self._time[self.n_rows] = frame.time_min
+        self.n_rows += 1
 
-    def close(self, model: Any, complete: bool, status: str) -> None:
-        pass
+    def close(self, end: Any) -> None:
+        return None
 
     def arrays(self) -> dict[str, np.ndarray]:
-        if not self.rows:
+        """Each observable's series (copies), plus ``step`` and ``time_min``."""
+        if not self.n_rows:
             return {}
-        out = {k: np.array([r[k] for r in self.rows]) for k in self.rows[0]}
-        out["step"] = np.array(self.steps)
-        out["time_min"] = np.array(self.time_min)
+        n = self.n_rows
+        out = {k: self._rows[:n, j].copy() for j, k in enumerate(self.names)}
+        out["step"] = self._steps[:n].copy()
+        out["time_min"] = self._time[:n].copy()
         return out
 
-
-def run_summary(model: Any, rec: RecorderReporter) -> dict[str, Any]:
-    """The per-run outcome (RECIST-like) plus totals of doses, toxicity events, kills and recruitment."""
-    a = rec.arrays()
-    out: dict[str, Any] = dict(
-        run_outcome(a["time_min"], a["tumour_lesion_diameter_mm"], a["n_tumour"], model.params.response)
-    )
-    kinds = Counter(e["kind"] for e in model.events)
-    dlt = [e for e in model.events if e["kind"] == "toxicity_dlt"]
-    out.update(
-        doses_given=int(kinds.get("dose_given", 0)),
-        doses_held=int(kinds.get("dose_held", 0)),
-        doses_cancelled=int(kinds.get("dose_cancelled", 0)),
-        dose_limiting_toxicity=bool(dlt),
-        dlt_day=float(dlt[0]["time_min"]) / 1440.0 if dlt else math.nan,
-        toxicity_max=float(np.max(a["toxicity"])) if len(a["toxicity"]) else 0.0,
-        seed=int(model.seed),
-    )
-    for name in (
-        "kills_ctl",
-        "kills_nk",
-        "kills_lak",
-        "kills_drug",
-        "divisions_tumour",
-        "recruited_ctl",
-        "recruited_nk",
-        "lak_conversions",
-        "transferred_lak",
-        "deaths_ctl_aicd",
-    ):
-        out[f"total_{name}"] = int(np.sum(a[name]))
-    for kind in ("ctl", "nk", "lak"):
-        out[f"max_n_{kind}"] = float(np.max(a[f"n_{kind}"]))
-    return out
+    def summary(self, response: ResponseParams, seed: int, events: list[dict[str, Any]]) -> dict[str, Any]:
+        return run_summary(self.arrays(), list(events), response, seed)
 
 
 class TrajectoryReporter:
-    """Writes the run to HDF5: observables every ``observe_every`` steps, snapshots of the cell-type map and the
-    fields every ``snapshot_every`` steps, events as they happen, and the summary at the end."""
+    """Writes the run to HDF5 (:mod:`abm.io`): observables every ``observe_every`` steps, snapshots of the cell-type
+    map and the fields every ``snapshot_every`` steps, events as they happen, and the summary at the end."""
 
-    def __init__(
-        self,
-        path: str | Path,
-        model: Any,
-        snapshot_every: int,
-        observe_every: int = 1,
-        overwrite: bool = False,
-        recorder: RecorderReporter | None = None,
-    ) -> None:
-        from abm import __version__
-        from abm.runner import git_hash
-
+    def __init__(self, path: str | Path, snapshot_every: int, observe_every: int = 1, overwrite: bool = False) -> None:
+        self._path = Path(path)
         self.snapshot_every = max(1, int(snapshot_every))
         self.observe_every = max(1, int(observe_every))
-        self.recorder = recorder
+        self.overwrite = overwrite
+        self.writer: TrajectoryWriter | None = None
         self._events_done = 0
-        p = model.params
-        lat = model.state.lattice
-        sc = model.scenario
+
+    @property
+    def started(self) -> bool:
+        return self.writer is not None
+
+    def describe_next_report(self, last_step: int) -> tuple[int, frozenset[str]]:
+        n_obs = every(self.observe_every, last_step)
+        n_snap = every(self.snapshot_every, last_step)
+        n = min(n_obs, n_snap)
+        needs = {"events"}
+        if n == n_obs:
+            needs.add("observables")
+        if n == n_snap:
+            needs.add("snapshot")
+        return n, frozenset(needs)
+
+    def begin(self, info: Any) -> None:
+        sc = info.scenario
+        prov = info.provenance
         self.writer = TrajectoryWriter(
-            path,
-            shape_xyz=lat.shape_xyz,
-            spacing_um=lat.spacing_um,
-            dt_min=model.dt_min,
-            observables=[ObservableSpec(o.name, o.units, description=o.description) for o in model.observable_specs],
-            species=[SpeciesSpec(s, p.species[s].units) for s in model.species],
-            cell_type_codes=CELL_TYPES,
-            vessel_sites=model.state.vessels,
+            self._path,
+            shape_xyz=info.shape_xyz,
+            spacing_um=info.spacing_um,
+            dt_min=info.dt_min,
+            observables=info.observables,
+            species=info.species,
+            cell_type_codes=info.cell_type_codes,
+            vessel_sites=info.vessel_sites,
             attrs={
-                "abm_version": __version__,
-                "git_hash": git_hash(),
-                "seed": str(model.seed),
+                "abm_version": prov["abm_version"],
+                "git_hash": prov["git_hash"],
+                "seed": str(info.seed),
                 "scenario_name": sc.name,
                 "scenario_description": sc.meta.description,
                 "scenario_source": sc.source,
                 "days": float(sc.run.days),
             },
-            parameters_json=_json(sc.resolved()),
+            parameters_json=json.dumps(info.resolved, indent=1, allow_nan=True),
             scenario_toml=sc.text,
             creator="abm",
-            creator_version=__version__,
-            overwrite=overwrite,
+            creator_version=prov["abm_version"],
+            overwrite=self.overwrite,
         )
 
-    def steps_until_next(self, model: Any) -> int:
-        k = model.step_index
-        return min(-k % self.observe_every, -k % self.snapshot_every)
-
-    def report(self, model: Any) -> None:
-        k = model.step_index
+    def report(self, frame: Any) -> None:
         w = self.writer
-        for e in model.events[self._events_done :]:
-            fields = {f: e[f] for f in ("drug", "route", "dose", "unit", "amount", "note") if f in e}
-            w.add_event(int(e.get("step", k)), float(e.get("time_min", model.time_min)), e["kind"], **fields)
-        self._events_done = len(model.events)
-        if k % self.observe_every == 0:
-            w.append_observables(k, model.time_min, model.latest)
-        if k % self.snapshot_every == 0:
-            fields = {sp: model.state.conc[i] for i, sp in enumerate(model.species)}
-            w.append_snapshot(k, model.time_min, model.state.cell_type_map(), fields)
+        k = frame.step
+        if frame.events is not None:
+            for e in frame.events[self._events_done :]:
+                fields = {f: e[f] for f in ("drug", "route", "dose", "unit", "amount", "note") if f in e}
+                w.add_event(int(e.get("step", k)), float(e.get("time_min", frame.time_min)), e["kind"], **fields)
+            self._events_done = len(frame.events)
+        if k % self.observe_every == 0 and frame.observables is not None:
+            w.append_observables(k, frame.time_min, frame.observables)
+        if k % self.snapshot_every == 0 and frame.snapshot is not None:
+            w.append_snapshot(k, frame.time_min, frame.snapshot.cell_type, frame.snapshot.fields)
 
-    def close(self, model: Any, complete: bool, status: str) -> Path:
-        if self.recorder is not None and self.recorder.rows:
-            summary = run_summary(model, self.recorder)
-            summary["complete"] = complete
-            self.writer.write_summary(summary)
-        return self.writer.close(complete=complete, status=status)
+    def close(self, end: Any) -> Path | None:
+        if self.writer is None:
+            return None
+        if end.summary is not None:
+            self.writer.write_summary({**end.summary, "complete": end.complete})
+        return self.writer.close(complete=end.complete, status=end.status)
 
     @property
     def path(self) -> Path:
-        return self.writer.path
+        return self.writer.path if self.writer is not None else self._path
 
 
 class ProgressReporter:
     """A tqdm bar on stderr, updated every ``every`` steps; silent when stderr is not a terminal."""
 
-    def __init__(self, total_steps: int, every: int = 36, enabled: bool | None = None, label: str = "") -> None:
-        from tqdm import tqdm
-
+    def __init__(self, every: int = 36, enabled: bool | None = None, label: str = "") -> None:
         self.every = every
-        enabled = sys.stderr.isatty() if enabled is None else enabled
-        self.bar = tqdm(
-            total=total_steps, disable=not enabled, unit="step", desc=label or None, file=sys.stderr, dynamic_ncols=True
-        )
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.label = label
+        self.bar = None
         self._last = 0
 
-    def steps_until_next(self, model: Any) -> int:
-        return -model.step_index % self.every
+    def describe_next_report(self, last_step: int) -> tuple[int, frozenset[str]]:
+        return every(self.every, last_step), frozenset({"counts"})
 
-    def report(self, model: Any) -> None:
-        self.bar.update(model.step_index - self._last)
-        self._last = model.step_index
-        lat = model.latest
-        self.bar.set_postfix(
-            day=f"{model.time_day:.1f}", tumour=int(lat["n_tumour"]), ctl=int(lat["n_ctl"]), refresh=False
+    def begin(self, info: Any) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(
+            total=info.n_steps,
+            disable=not self.enabled,
+            unit="step",
+            desc=self.label or None,
+            file=sys.stderr,
+            dynamic_ncols=True,
         )
 
-    def close(self, model: Any, complete: bool, status: str) -> None:
-        self.report(model)
-        self.bar.close()
+    def report(self, frame: Any) -> None:
+        self.bar.update(frame.step - self._last)
+        self._last = frame.step
+        c = frame.counts or {}
+        self.bar.set_postfix(day=f"{frame.time_day:.1f}", tumour=c.get("tumour", 0), ctl=c.get("ctl", 0), refresh=False)
 
-
-def _json(obj: Any) -> str:
-    import json
-
-    return json.dumps(obj, indent=1, allow_nan=True)
+    def close(self, end: Any) -> None:
+        if self.bar is not None:
+            self.bar.update(end.last_step - self._last)
+            self.bar.close()

@@ -6,31 +6,31 @@ snapshot interval), a ``[regimen]`` table (see :mod:`abm.therapy.regimen`), and 
 another scenario (a shipped name or a path relative to this file); the child's keys override the parent's, tables
 merge key by key and lists are replaced whole.
 
+Loading happens in one pass in one direction: the inheritance chain is read (root first), overrides are added as
+typed layers (``--set key.path=value`` strings are parsed once, keyword overrides are taken as they are), the layers
+are merged remembering which source set each key, and the result is validated once
+(:func:`abm.params.core.validate_merged`). An error names the file or ``--set`` that set the offending key.
+
 Overrides use ``key.path=value``: ``run.days=7``, ``ctl.kill_prob=0.1``, ``regimen.dose_scale.il2=0.1``,
 ``regimen.doses.0.dose=72000`` (list items by index).
 """
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import difflib
 import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from abm.params import (
-    Group,
-    P,
-    ParameterError,
-    Params,
-    all_keys,
-    check_keys,
-    format_validation_error,
-    parse_set,
-    read_toml,
-)
+from abm.errors import ParameterError
+from abm.params import Params
+from abm.params.core import Group, Layer, P, defaults_of, merge, read_toml, set_layer, set_layers, validate_merged
+from abm.therapy.regimen import Regimen, check_regimen
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 """Shipped scenarios (the repository's ``scenarios/``); ``ABM_SCENARIO_PATH`` adds directories before it."""
@@ -48,6 +48,14 @@ class RunSettings(Group):
     days: float = P(28.0, "day", "simulated time", gt=0, le=3650)
     seed: int | None = P(None, "-", "seed of every random draw (none: drawn fresh and recorded)", ge=0, lt=2**64)
     snapshot_every_min: float = P(1440.0, "min", "interval between lattice and field snapshots in the output", gt=0)
+
+
+class ScenarioDoc(Params):
+    """Everything a scenario file can hold: the parameter groups at the top level and three sections."""
+
+    scenario: ScenarioMeta = Field(default_factory=ScenarioMeta)
+    run: RunSettings = Field(default_factory=RunSettings)
+    regimen: Regimen = Field(default_factory=Regimen)
 
 
 def search_path() -> list[Path]:
@@ -85,92 +93,115 @@ def shipped_names() -> list[str]:
     return names
 
 
-def _merge(base: Any, over: Any) -> Any:
-    """Deep merge: tables merge key by key, a dict with integer-string keys edits a list by index, anything else
-    replaces."""
-    if isinstance(over, dict) and isinstance(base, dict):
-        out = dict(base)
-        for k, v in over.items():
-            out[k] = _merge(base.get(k), v) if k in base else copy.deepcopy(v)
-        return out
-    if isinstance(over, dict) and isinstance(base, list) and all(str(k).isdigit() for k in over):
-        out = list(base)
-        for k, v in over.items():
-            i = int(k)
-            if i >= len(out):
-                raise ParameterError(f"list index {i} out of range (the list has {len(out)} items)")
-            out[i] = _merge(out[i], v)
-        return out
-    return copy.deepcopy(over)
+def _inherits(raw: dict[str, Any], path: Path) -> str:
+    meta = raw.get("scenario", {})
+    if not isinstance(meta, dict):
+        raise ParameterError(f"{path}: key 'scenario' must be a table ([scenario]), got {meta!r}")
+    parent = meta.get("inherits", "")
+    if not isinstance(parent, str):
+        raise ParameterError(f"{path}: key 'scenario.inherits': wrong type (got {parent!r}); expected a string")
+    return parent
 
 
-def _nest(key: str, value: Any) -> dict[str, Any]:
-    out: Any = value
-    for part in reversed(key.split(".")):
-        out = {part: out}
+def read_chain(path: Path) -> tuple[list[Layer], str]:
+    """The layers of a scenario file and every file it inherits (root first) and their concatenated text."""
+    chain: list[tuple[Path, dict[str, Any], str]] = []
+    seen: list[Path] = []
+    while True:
+        if path in seen:
+            raise ParameterError(f"{path}: scenario inheritance loops: {' -> '.join(str(p) for p in seen + [path])}")
+        seen.append(path)
+        raw = read_toml(path)
+        chain.append((path, raw, path.read_text()))
+        parent = _inherits(raw, path)
+        if not parent:
+            break
+        try:
+            path = find_scenario(parent, relative_to=path.parent)
+        except ParameterError as e:
+            raise ParameterError(f"{path}: key 'scenario.inherits': {e}") from None
+    layers = []
+    for i, (p, raw, _) in enumerate(reversed(chain)):
+        if i < len(chain) - 1:  # a parent's inherits and description do not pass to its children
+            meta = {k: v for k, v in raw.get("scenario", {}).items() if k not in ("inherits", "description")}
+            raw = {**raw, "scenario": meta}
+        layers.append(Layer(str(p), raw, "file"))
+    if len(chain) == 1:
+        text = chain[0][2]
+    else:
+        text = "\n".join(f"# ---- {p}\n{t}" for p, _, t in reversed(chain))
+    return layers, text
+
+
+def value_layers(values: Mapping[str, Any], origin: str = "") -> list[Layer]:
+    """Typed overrides ``{"ctl.kill_prob": 0.1}`` (``__`` may stand for ``.``, as mesa.batch_run passes them)."""
+    out = []
+    for k, v in values.items():
+        key = k.replace("__", ".")
+        out.append(set_layer(key, v, f"{origin}{key}={v!r}"))
     return out
 
 
-class Scenario(BaseModel):
-    """Parameters + regimen + run settings, validated; ``text`` keeps the TOML it came from."""
+@dataclass(frozen=True)
+class Scenario:
+    """Parameters + regimen + run settings, validated; ``text`` keeps the TOML it came from, ``layers`` what it
+    was built from (files root first, then overrides)."""
 
-    model_config = {"arbitrary_types_allowed": True}
-
-    meta: ScenarioMeta = Field(default_factory=ScenarioMeta)
-    run: RunSettings = Field(default_factory=RunSettings)
-    params: Params = Field(default_factory=Params)
-    regimen: Any = None
+    meta: ScenarioMeta
+    run: RunSettings
+    params: Params
+    regimen: Regimen
     source: str = ""
     text: str = ""
-    raw: dict[str, Any] = Field(default_factory=dict)
+    layers: tuple[Layer, ...] = ()
 
     @property
     def name(self) -> str:
         return self.meta.name
 
+    @property
+    def overrides(self) -> list[str]:
+        """The overrides applied on top of the scenario files, as ``key=value`` text, in order."""
+        return [layer.source.removeprefix("--set ") for layer in self.layers if layer.kind in ("set", "value")]
+
     # ---------------------------------------------------------------------------------------------- loading
     @classmethod
-    def default(cls) -> Scenario:
-        return cls.from_dict({}, source="<default>")
+    def from_layers(cls, layers: Iterable[Layer], source: str = "<scenario>", text: str = "") -> Scenario:
+        """Merge the layers over the defaults and validate once; every error names the layer that set the key."""
+        layers = tuple(layers)
+        merged = merge(layers, base_source=source, defaults=defaults_of(ScenarioDoc))
+        doc = validate_merged(ScenarioDoc, merged)
+        check_regimen(doc.regimen, doc.pk, merged.source_of)
+        params = Params.model_validate({k: getattr(doc, k) for k in Params.model_fields})
+        return cls(doc.scenario, doc.run, params, doc.regimen, source, text, layers)
 
     @classmethod
-    def load(cls, name: str | os.PathLike, sets: list[str] | None = None) -> Scenario:
+    def default(cls) -> Scenario:
+        return cls.from_layers([], source="<default>")
+
+    @classmethod
+    def load(
+        cls, name: str | os.PathLike, sets: Iterable[str] | None = None, values: Mapping[str, Any] | None = None
+    ) -> Scenario:
+        """A scenario file (a shipped name or a path), with ``--set`` strings and typed ``values`` on top."""
         path = find_scenario(name)
-        raw, text = _load_chain(path, [])
-        sc = cls.from_dict(raw, source=str(path), text=text)
-        return sc.with_overrides(sets) if sets else sc
+        layers, text = read_chain(path)
+        extra = set_layers(sets or []) + value_layers(values or {})
+        return cls.from_layers([*layers, *extra], source=str(path), text=text)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "<scenario>", text: str = "") -> Scenario:
-        from abm.therapy.regimen import Regimen
+        return cls.from_layers([Layer(source, raw)], source=source, text=text)
 
-        raw = copy.deepcopy(raw)
-        _check_top_level(raw, source)
-        meta = _validate(ScenarioMeta, raw.get("scenario", {}), source, "scenario")
-        run = _validate(RunSettings, raw.get("run", {}), source, "run")
-        regimen = _validate(Regimen, raw.get("regimen", {}), source, "regimen")
-        pdata = {k: v for k, v in raw.items() if k not in SECTIONS}
-        params = Params.from_overrides(pdata, source=source)
-        return cls(meta=meta, run=run, params=params, regimen=regimen, source=source, text=text, raw=raw)
-
-    def with_overrides(self, sets: list[str]) -> Scenario:
-        """A copy with ``key.path=value`` overrides (parameters, ``run.*``, ``regimen.*``, ``scenario.*``)."""
-        raw = copy.deepcopy(self.raw)
-        for s in sets:
-            key, value = parse_set(s)
-            try:
-                _check_top_level({key.split(".")[0]: None}, "--set " + s)
-                if key.split(".")[0] not in SECTIONS:
-                    check_keys(_nest(key, value), Params, "--set " + s)
-                raw = _merge(raw, _nest(key, value))
-                Scenario.from_dict(raw, source="--set " + s)
-            except ParameterError as e:
-                msg = str(e)
-                raise ParameterError(msg if msg.startswith(f"--set {s}") else f"--set {s}: {msg}") from None
-        return Scenario.from_dict(raw, source=self.source, text=self.text)
+    def with_overrides(self, sets: Iterable[str] = (), values: Mapping[str, Any] | None = None) -> Scenario:
+        """A copy with ``key.path=value`` strings and typed ``values`` applied (one validation for all of them)."""
+        extra = set_layers(sets) + value_layers(values or {})
+        if not extra:
+            return self
+        return Scenario.from_layers([*self.layers, *extra], source=self.source, text=self.text)
 
     def with_params(self, params: Params) -> Scenario:
-        return self.model_copy(update={"params": params})
+        return dataclasses.replace(self, params=params)
 
     def make_therapy(self):
         """The therapy driver for this scenario's regimen, or None when untreated."""
@@ -189,69 +220,3 @@ class Scenario(BaseModel):
             "regimen": self.regimen.model_dump(mode="json") if self.regimen is not None else None,
             "params": self.params.model_dump(mode="json"),
         }
-
-
-def _load_chain(path: Path, seen: list[Path]) -> tuple[dict[str, Any], str]:
-    if path in seen:
-        chain = " -> ".join(str(p) for p in seen + [path])
-        raise ParameterError(f"{path}: scenario inheritance loops: {chain}")
-    raw = read_toml(path)
-    text = path.read_text()
-    parent_name = raw.get("scenario", {}).get("inherits", "")
-    if parent_name:
-        try:
-            parent_path = find_scenario(parent_name, relative_to=path.parent)
-        except ParameterError as e:
-            raise ParameterError(f"{path}: key 'scenario.inherits': {e}") from None
-        parent_raw, parent_text = _load_chain(parent_path, seen + [path])
-        parent_raw.get("scenario", {}).pop("inherits", None)
-        parent_raw.get("scenario", {}).pop("description", None)
-        raw = _merge(parent_raw, raw)
-        text = f"# ---- inherited from {parent_path}\n{parent_text}\n# ---- {path}\n{text}"
-    return raw, text
-
-
-def _check_top_level(raw: dict[str, Any], source: str) -> None:
-    valid = list(SECTIONS) + list(Params.model_fields)
-    for k in raw:
-        if k not in valid:
-            near = difflib.get_close_matches(k, valid, n=3, cutoff=0.5)
-            near += [n for n in difflib.get_close_matches(k, all_keys(Params), n=2, cutoff=0.6) if n not in near]
-            hint = f"; did you mean {', '.join(repr(n) for n in near)}?" if near else ""
-            raise ParameterError(f"{source}: unknown top-level key '{k}'{hint} Valid tables: {', '.join(valid)}.")
-
-
-def _validate(model: type[BaseModel], data: Any, source: str, section: str) -> Any:
-    if not isinstance(data, dict):
-        raise ParameterError(f"{source}: key '{section}' must be a table, got {data!r}")
-    from pydantic import ValidationError
-
-    _check_section_keys(data, model, source, section)
-    try:
-        return model.model_validate(data)
-    except ValidationError as e:
-        if section == "regimen":
-            import re
-
-            from abm.therapy.regimen import format_regimen_error
-
-            # list items as --set writes them: regimen.doses.0.unit
-            _raise(re.sub(r"\[(\d+)\]", r".\1", format_regimen_error(e, source)))
-        msg = format_validation_error(e, model, source)
-        return _raise(msg.replace(f"{source}: key '", f"{source}: key '{section}.", -1))
-
-
-def _check_section_keys(data: dict[str, Any], model: type[BaseModel], source: str, section: str) -> None:
-    try:
-        check_keys(data, model, source)
-    except ParameterError as e:
-        raise ParameterError(
-            str(e)
-            .replace(f"{source}: unknown key '", f"{source}: unknown key '{section}.", 1)
-            .replace("did you mean '", f"did you mean '{section}.")
-            .replace("Valid keys in the top level", f"Valid keys in {section}")
-        ) from None
-
-
-def _raise(msg: str):
-    raise ParameterError(msg)

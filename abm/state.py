@@ -8,139 +8,17 @@ species (8 B) plus uptake and secretion float32 (8 B): about 75 B per site with 
 
 from __future__ import annotations
 
-from collections import namedtuple
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from abm.kernels import cells as K
 from abm.kernels import rng
+from abm.kernels.records import CellArrays, Tissue
 from abm.lattice import Lattice
 from abm.params import Params
 
-CellArrays = namedtuple("CellArrays", ["ctype", "site", "mhc", "age_min", "kills", "timer_min", "exposure_min", "n"])
-CellArrays.__doc__ = """Per-cell arrays, live cells in ``[0, n[0])``: type (int8, see CELL_TYPES), flat site (int32),
-MHC-I level m (float32, tumour), age (float32, min; the cell-cycle clock), kills so far (int16), engagement /
-IL-2 secretion window remaining (float32, min), cumulative high-IL-2 exposure (float32, min, NK)."""
-
-CellRules = namedtuple(
-    "CellRules",
-    [
-        "dt_min",
-        # tumour
-        "p_div_max",
-        "ifn_prolif_half",
-        "mhc_baseline",
-        "mhc_ifn_half",
-        "mhc_relax",
-        "drug_kill_per_conc_per_min",
-        "p_tumour_death",
-        # CTL
-        "p_ctl_death",
-        "ctl_moves",
-        "ctl_bias",
-        "p_ctl_kill",
-        "ctl_max_kills",
-        "ctl_window_min",
-        "p_ctl_prolif_max",
-        "ctl_prolif_half",
-        "ctl_prolif_requires_activation",
-        "ctl_aicd_per_min",
-        "ctl_aicd_half",
-        "ctl_uptake",
-        "ctl_uptake_km",
-        "ctl_secretion_conc_per_min",
-        # NK
-        "p_nk_death",
-        "nk_moves",
-        "nk_bias",
-        "p_nk_kill",
-        "nk_max_kills",
-        "nk_a0",
-        "nk_il2_half",
-        "nk_ifn_half",
-        "lak_threshold",
-        "lak_exposure_min",
-        "nk_uptake",
-        "nk_uptake_km",
-        # LAK
-        "p_lak_death",
-        "lak_moves",
-        "lak_bias",
-        "p_lak_kill",
-        "lak_max_kills",
-        "lak_withdrawal_threshold",
-        "p_lak_withdrawal",
-        "lak_uptake",
-        "lak_uptake_km",
-    ],
-)
-
 CELL_TYPES = {"empty": K.EMPTY, "tumour": K.TUMOUR, "ctl": K.CTL, "nk": K.NK, "lak": K.LAK}
-AVOGADRO = 6.02214076e23
-
-
-def molecules_to_pM(spacing_um: float) -> float:
-    """Concentration (pM) of one molecule in one lattice site of side ``spacing_um``."""
-    litres = (spacing_um * 1e-5) ** 3 * 1e-3 * 1e3  # (um -> dm)^3 = L
-    return 1e12 / (AVOGADRO * litres)
-
-
-def _p(rate_per_min: float, dt: float) -> float:
-    """Probability of at least one event of a Poisson process in one step."""
-    return float(-np.expm1(-rate_per_min * dt))
-
-
-def cell_rules(p: Params) -> CellRules:
-    """Convert the parameter tree into the per-step quantities the kernels use (no constants in kernels)."""
-    dt = p.time.dt_min
-    h = p.lattice.spacing_um
-    day = 1440.0
-    return CellRules(
-        dt_min=dt,
-        p_div_max=min(1.0, dt / (p.patient.tumour_division_time_h * 60.0)),
-        ifn_prolif_half=p.tumour.ifn_prolif_half_pM,
-        mhc_baseline=p.patient.mhc_baseline,
-        mhc_ifn_half=p.tumour.mhc_ifn_half_pM,
-        mhc_relax=_p(1.0 / (p.tumour.mhc_relax_time_h * 60.0), dt),
-        drug_kill_per_conc_per_min=p.tumour.drug_kill_per_uM_per_min,
-        p_tumour_death=_p(p.tumour.death_rate_per_day / day, dt),
-        p_ctl_death=_p(1.0 / (p.ctl.lifespan_days * day), dt),
-        ctl_moves=p.ctl.speed_um_per_min * dt / h,
-        ctl_bias=p.ctl.tumour_bias,
-        p_ctl_kill=p.ctl.kill_prob,
-        ctl_max_kills=p.ctl.max_kills,
-        ctl_window_min=p.ctl.secretion_window_h * 60.0,
-        p_ctl_prolif_max=min(1.0, dt / (p.ctl.prolif_time_h * 60.0)),
-        ctl_prolif_half=p.ctl.il2_prolif_half_pM,
-        ctl_prolif_requires_activation=p.ctl.prolif_requires_activation,
-        ctl_aicd_per_min=p.ctl.aicd_rate_per_day / day,
-        ctl_aicd_half=p.ctl.aicd_half_pM,
-        ctl_uptake=p.ctl.il2_uptake_per_min,
-        ctl_uptake_km=p.ctl.il2_uptake_saturation_pM,
-        ctl_secretion_conc_per_min=p.ctl.il2_secretion_molecules_per_s * 60.0 * molecules_to_pM(h),
-        p_nk_death=_p(1.0 / (p.nk.lifespan_days * day), dt),
-        nk_moves=p.nk.speed_um_per_min * dt / h,
-        nk_bias=p.nk.tumour_bias,
-        p_nk_kill=p.nk.kill_prob,
-        nk_max_kills=p.nk.max_kills,
-        nk_a0=p.nk.baseline_activation,
-        nk_il2_half=p.nk.il2_activation_half_pM,
-        nk_ifn_half=p.nk.ifn_activation_half_pM,
-        lak_threshold=p.nk.lak_threshold_pM,
-        lak_exposure_min=p.nk.lak_exposure_h * 60.0,
-        nk_uptake=p.nk.il2_uptake_per_min,
-        nk_uptake_km=p.nk.il2_uptake_saturation_pM,
-        p_lak_death=_p(1.0 / (p.lak.lifespan_days * day), dt),
-        lak_moves=p.lak.speed_um_per_min * dt / h,
-        lak_bias=p.lak.tumour_bias,
-        p_lak_kill=p.lak.kill_prob,
-        lak_max_kills=p.lak.max_kills,
-        lak_withdrawal_threshold=p.lak.withdrawal_threshold_pM,
-        p_lak_withdrawal=_p(p.lak.withdrawal_death_per_day / day, dt),
-        lak_uptake=p.lak.il2_uptake_per_min,
-        lak_uptake_km=p.lak.il2_uptake_saturation_pM,
-    )
 
 
 @dataclass
@@ -155,6 +33,11 @@ class SimState:
     uptake: np.ndarray  # float32 (n_species, n_sites), 1/min
     source: np.ndarray  # float32 (n_species, n_sites), concentration units/min
     initial_tumour_sites: np.ndarray  # int64
+    tissue: Tissue = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # the record the kernels take: views of the same arrays, built once
+        self.tissue = Tissue(self.cells, self.occupancy, self.conc, self.uptake, self.source, self.vessels)
 
     @property
     def n_cells(self) -> int:

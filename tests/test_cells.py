@@ -28,8 +28,10 @@ from scipy.stats import binomtest, fisher_exact
 
 from abm import Model
 from abm.kernels import cells as K
+from abm.kernels.records import Scratch, StepKey
 from abm.params import Params
-from abm.state import cell_rules, initial_state
+from abm.rules import cell_rules
+from abm.state import initial_state
 
 ALPHA = 1e-3
 OFF = "1e9"  # lifespans (days), division / proliferation times (h): effectively never
@@ -66,13 +68,16 @@ class Bench:
         c.n[0] = 0
         self.rules = cell_rules(self.params)
         self.lat = self.state.lattice
-        self.offs = self.lat.moore()
+        self.geo = self.lat.geometry()
+        n_offs = self.geo.offsets.shape[0]
         self.seed = seed
         self.k = 0
-        self.order = np.zeros(c.ctype.shape[0], dtype=np.int64)
-        self.free = np.zeros(len(self.offs), dtype=np.int64)
-        self.tum = np.zeros(len(self.offs), dtype=np.int64)
-        self.w = np.zeros(len(self.offs), dtype=np.float64)
+        self.scratch = Scratch(
+            np.zeros(c.ctype.shape[0], dtype=np.int64),
+            np.zeros(n_offs, dtype=np.int64),
+            np.zeros(n_offs, dtype=np.int64),
+            np.zeros(n_offs, dtype=np.float64),
+        )
         self.centroid = np.full(3, np.nan)
 
     def put(self, x: int, y: int, kind: int, mhc: float | None = None, z: int = 0) -> int:
@@ -81,31 +86,14 @@ class Bench:
         m = self.params.patient.mhc_baseline if mhc is None else mhc
         return K.spawn(self.state.cells, self.state.occupancy, site, kind, m)
 
-    def set_conc(self, species: int, value: float) -> None:
-        self.state.conc[species, :] = value
+    def set_conc(self, species: str, value: float) -> None:
+        self.state.conc[getattr(self.rules.species, species), :] = value
 
     def step(self) -> np.ndarray:
-        s, lat = self.state, self.lat
+        s = self.state
         counters = K.empty_counters()
-        K.step_cells(
-            s.cells,
-            s.occupancy,
-            s.conc,
-            self.offs,
-            lat.nx,
-            lat.ny,
-            lat.nz,
-            lat.periodic,
-            self.rules,
-            self.centroid,
-            self.seed,
-            self.k,
-            counters,
-            self.order,
-            self.free,
-            self.tum,
-            self.w,
-        )
+        key = StepKey(np.uint64(self.seed), np.int64(self.k))
+        K.step_cells(s.tissue, self.geo, self.rules, self.centroid, key, counters, self.scratch)
         K.compact(s.cells, s.occupancy)
         self.k += 1
         assert K.check_consistency(s.cells, s.occupancy) == 0
@@ -151,7 +139,7 @@ def test_ctl_kills_with_probability_p_times_m(m):
             c = b.step()
             kills += int(c[K.KILL_CTL])
             attempts += int(c[K.ENGAGED_CTL])
-    p = b.rules.p_ctl_kill * m
+    p = b.rules.ctl.kill_prob * m
     assert attempts > 3000
     assert_rate(kills, attempts, p, f"CTL kill at m={m}")
     assert_not_rate(kills, attempts, 0.75 * p, f"CTL kill at m={m}")
@@ -183,7 +171,7 @@ def test_tumour_surrounded_never_divides():
         assert c[K.DIV_TUMOUR] == 0
         blocked += int(c[K.DIV_TUMOUR_BLOCKED])
         assert b.count(K.TUMOUR) == 64
-    assert_rate(blocked, 64 * steps, b.rules.p_div_max, "blocked division draws")
+    assert_rate(blocked, 64 * steps, b.rules.tumour.division_prob_per_step, "blocked division draws")
 
 
 def test_tumour_surrounded_by_immune_cells_never_divides():
@@ -209,7 +197,7 @@ def test_division_rate_and_ifn_slowing(ifn_over_k):
     for seed in (1, 2, 3):
         b = Bench(90, 90, sets=[f"patient.tumour_division_time_h={tau_h}"], seed=seed)
         f = ifn_over_k * b.params.tumour.ifn_prolif_half_pM
-        b.set_conc(K.IFNA, f)
+        b.set_conc("ifna", f)
         for y in range(1, 90, 3):
             for x in range(1, 90, 3):
                 b.put(x, y, K.TUMOUR)
@@ -219,11 +207,11 @@ def test_division_rate_and_ifn_slowing(ifn_over_k):
             trials += n0
             succ += int(c[K.DIV_TUMOUR] + c[K.DIV_TUMOUR_BLOCKED])
     r = b.rules
-    p = r.p_div_max / (1.0 + f / r.ifn_prolif_half)
-    assert r.p_div_max == pytest.approx(b.params.time.dt_min / (tau_h * 60.0))
+    p = r.tumour.division_prob_per_step / (1.0 + f / r.tumour.ifn_prolif_half_pM)
+    assert r.tumour.division_prob_per_step == pytest.approx(b.params.time.dt_min / (tau_h * 60.0))
     assert_rate(succ, trials, p, f"division at F/K={ifn_over_k}")
     if ifn_over_k > 0:
-        assert_not_rate(succ, trials, r.p_div_max, "IFN-alpha must slow division")
+        assert_not_rate(succ, trials, r.tumour.division_prob_per_step, "IFN-alpha must slow division")
 
 
 # ------------------------------------------------------------------------------------------------------ MHC-I
@@ -235,7 +223,7 @@ def test_mhc_relaxes_to_target_with_time_constant(f_pM):
     for y in range(6):
         for x in range(6):  # packed: no division, so every cell is an original
             b.put(x, y, K.TUMOUR, mhc=1.0 if f_pM == 0 else 0.0)
-    b.set_conc(K.IFNA, f_pM)
+    b.set_conc("ifna", f_pM)
     p = b.params
     m0, kf = p.patient.mhc_baseline, p.tumour.mhc_ifn_half_pM
     target = m0 + (1 - m0) * f_pM / (f_pM + kf)
@@ -262,10 +250,10 @@ def test_nk_kill_probability_falls_with_mhc(m):
         )
         n += pairs(b, K.NK)
         kills += int(b.step()[K.KILL_NK])
-    p = b.rules.p_nk_kill * (1.0 - m)
+    p = b.rules.nk.kill_prob * (1.0 - m)
     assert_rate(kills, n, p, f"NK kill at m={m}")
     other = m - 0.4 if m >= 0.4 else m + 0.4
-    assert_not_rate(kills, n, b.rules.p_nk_kill * (1.0 - other), f"NK kill at m={m} vs m={other}")
+    assert_not_rate(kills, n, b.rules.nk.kill_prob * (1.0 - other), f"NK kill at m={m} vs m={other}")
 
 
 def test_nk_activation_by_il2():
@@ -273,13 +261,13 @@ def test_nk_activation_by_il2():
     kills = n = 0
     for seed in (1, 2):
         b = Bench(120, 120, sets=["nk.kill_prob=0.8", "patient.mhc_baseline=0"], seed=seed)
-        b.set_conc(K.IL2, b.params.nk.il2_activation_half_pM)
+        b.set_conc("il2", b.params.nk.il2_activation_half_pM)
         n += pairs(b, K.NK)
         kills += int(b.step()[K.KILL_NK])
     r = b.rules
-    a = r.nk_a0 + (1 - r.nk_a0) * 0.5
-    assert_rate(kills, n, r.p_nk_kill * a, "NK kill at IL-2 = K_A")
-    assert_not_rate(kills, n, r.p_nk_kill * r.nk_a0, "IL-2 must activate NK cells")
+    a = r.nk.baseline_activation + (1 - r.nk.baseline_activation) * 0.5
+    assert_rate(kills, n, r.nk.kill_prob * a, "NK kill at IL-2 = K_A")
+    assert_not_rate(kills, n, r.nk.kill_prob * r.nk.baseline_activation, "IL-2 must activate NK cells")
 
 
 # -------------------------------------------------------------------------------------------- LAK conversion
@@ -292,16 +280,16 @@ def test_lak_conversion_after_exact_exposure():
             b.put(x, y, K.NK)
     n = b.count(K.NK)
     r = b.rules
-    need = math.ceil(r.lak_exposure_min / r.dt_min)
+    need = math.ceil(r.nk.lak_exposure_min / r.dt_min)
     assert need == 432
-    above = r.lak_threshold * 1.01
-    b.set_conc(K.IL2, above)
+    above = r.nk.lak_threshold_pM * 1.01
+    b.set_conc("il2", above)
     for _ in range(need // 2):
         assert b.step()[K.LAK_CONVERSION] == 0
-    b.set_conc(K.IL2, r.lak_threshold)  # at, not above: no exposure accrues
+    b.set_conc("il2", r.nk.lak_threshold_pM)  # at, not above: no exposure accrues
     for _ in range(100):
         assert b.step()[K.LAK_CONVERSION] == 0
-    b.set_conc(K.IL2, above)
+    b.set_conc("il2", above)
     for _ in range(need - need // 2 - 1):
         assert b.step()[K.LAK_CONVERSION] == 0
     assert b.count(K.NK) == n and b.count(K.LAK) == 0
@@ -313,7 +301,7 @@ def test_lak_conversion_after_exact_exposure():
 def test_nk_below_threshold_never_converts():
     b = Bench(10, 10)
     b.put(3, 3, K.NK)
-    b.set_conc(K.IL2, b.rules.lak_threshold * 0.99)
+    b.set_conc("il2", b.rules.nk.lak_threshold_pM * 0.99)
     for _ in range(1000):
         assert b.step()[K.LAK_CONVERSION] == 0
     assert b.count(K.NK) == 1
@@ -331,14 +319,14 @@ def test_aicd_rises_with_il2():
         for seed in (1, 2):
             b = Bench(120, 120, sets=sets, seed=seed)
             i_pm = level * b.params.ctl.aicd_half_pM
-            b.set_conc(K.IL2, i_pm)
+            b.set_conc("il2", i_pm)
             pairs(b, K.CTL)
             for _ in range(10):
                 c = b.step()
                 deaths += int(c[K.DEATH_CTL_AICD])
                 attempts += int(c[K.ENGAGED_CTL])
         r = b.rules
-        p = -math.expm1(-r.ctl_aicd_per_min * i_pm / (i_pm + r.ctl_aicd_half) * r.dt_min)
+        p = -math.expm1(-r.ctl.aicd_rate_per_min * i_pm / (i_pm + r.ctl.aicd_half_pM) * r.dt_min)
         assert_rate(deaths, attempts, p, f"AICD at I={i_pm} pM")
         out[level] = (deaths, attempts)
     (d_lo, n_lo), (d_hi, n_hi) = out[0.01], out[10.0]
@@ -349,7 +337,7 @@ def test_aicd_rises_with_il2():
     for y in range(0, 30, 3):
         for x in range(0, 30, 3):
             b.put(x, y, K.CTL)
-    b.set_conc(K.IL2, 10 * b.params.ctl.aicd_half_pM)
+    b.set_conc("il2", 10 * b.params.ctl.aicd_half_pM)
     for _ in range(50):
         c = b.step()
         assert c[K.DEATH_CTL_AICD] == 0 and c[K.ENGAGED_CTL] == 0
@@ -365,7 +353,7 @@ def test_lak_withdrawal_death_only_below_threshold():
     for rel in (0.5, 1.0, 2.0):
         wd = nat = trials = 0
         b = Bench(60, 60, sets=sets)
-        b.set_conc(K.IL2, rel * b.params.lak.withdrawal_threshold_pM)
+        b.set_conc("il2", rel * b.params.lak.withdrawal_threshold_pM)
         for y in range(0, 60, 2):
             for x in range(0, 60, 2):
                 b.put(x, y, K.LAK)
@@ -377,9 +365,9 @@ def test_lak_withdrawal_death_only_below_threshold():
             wd += int(c[K.DEATH_LAK_WITHDRAWAL])
         res[rel] = (wd, nat, trials)
         r = b.rules
-        assert_rate(nat, trials, r.p_lak_death, f"LAK natural death at {rel} theta")
+        assert_rate(nat, trials, r.lak.death_prob_per_step, f"LAK natural death at {rel} theta")
         if rel < 1.0:
-            assert_rate(wd, trials - nat, r.p_lak_withdrawal, "LAK withdrawal below theta")
+            assert_rate(wd, trials - nat, r.lak.withdrawal_death_prob_per_step, "LAK withdrawal below theta")
         else:
             assert wd == 0
     assert res[0.5][0] > 50
@@ -392,7 +380,7 @@ def test_drug_spares_non_cycling_tumour():
     for y in range(8):
         for x in range(8):
             b.put(x, y, K.TUMOUR)
-    b.set_conc(K.DRUG, 10.0 / (b.rules.drug_kill_per_conc_per_min * b.rules.dt_min))  # p = 1 - e^-10 if cycling
+    b.set_conc("drug", 10.0 / (b.rules.tumour.drug_kill_per_uM_per_min * b.rules.dt_min))  # p = 1 - e^-10 if cycling
     for _ in range(20):
         assert b.step()[K.KILL_DRUG] == 0
     assert b.count(K.TUMOUR) == 64
@@ -403,8 +391,8 @@ def test_drug_kills_cycling_tumour_at_stated_rate():
     kills = n = 0
     for seed in (1, 2, 3):
         b = Bench(90, 90, seed=seed)
-        c_drug = 0.3 / (b.rules.drug_kill_per_conc_per_min * b.rules.dt_min)
-        b.set_conc(K.DRUG, c_drug)
+        c_drug = 0.3 / (b.rules.tumour.drug_kill_per_uM_per_min * b.rules.dt_min)
+        b.set_conc("drug", c_drug)
         for y in range(1, 90, 3):
             for x in range(1, 90, 3):
                 b.put(x, y, K.TUMOUR)
@@ -422,7 +410,7 @@ def test_drug_in_block_kills_rim_first():
     for y in range(4, 16):
         for x in range(4, 16):
             b.put(x, y, K.TUMOUR)
-    b.set_conc(K.DRUG, 40.0 / (b.rules.drug_kill_per_conc_per_min * b.rules.dt_min))
+    b.set_conc("drug", 40.0 / (b.rules.tumour.drug_kill_per_uM_per_min * b.rules.dt_min))
     b.step()
     alive = b.state.cell_type_map().reshape(20, 20) == K.TUMOUR
     assert not alive[4, 4:16].any() and not alive[15, 4:16].any()  # outer layer: all cycling, all killed
@@ -459,7 +447,7 @@ def configs(draw, three_d: bool):
         f"ctl.recruit_per_vessel_per_day={draw(st.sampled_from([0.0, 5.0, 100.0]))}",
         f"nk.recruit_per_vessel_per_day={draw(st.sampled_from([0.0, 50.0]))}",
         f"nk.lak_exposure_h={draw(st.sampled_from([0.5, 72.0]))}",
-        f"ctl.il2_secretion_molecules_per_s={draw(st.sampled_from([0.0, 100.0]))}",
+        f"species.il2.cells.ctl.secretion_molecules_per_s={draw(st.sampled_from([0.0, 100.0]))}",
     ]
     plasma = [draw(st.sampled_from([0.0, 1.0, 1e3, 1e5])) for _ in range(3)]
     return sets, plasma, draw(st.integers(0, 2**63 - 1)), draw(st.integers(1, 5))

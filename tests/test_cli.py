@@ -147,14 +147,14 @@ def test_info_on_a_file_that_is_not_a_trajectory_exits_2(tmp_path, capsys):
 def test_run_failure_exits_1_without_traceback(tmp_path, capsys, monkeypatch):
     from abm.model import Model
 
-    real_step = Model.step
+    real_step = Model._step_dynamics
 
     def step(self):
         if self.step_index == 3:
             raise FloatingPointError("non-finite IL-2 field")
         return real_step(self)
 
-    monkeypatch.setattr(Model, "step", step)
+    monkeypatch.setattr(Model, "_step_dynamics", step)
     out = tmp_path / "fail.h5"
     rc = main(["run", "untreated", "--out", str(out), "--days", "0.5", "--quiet", *TINY_ARGS])
     err = capsys.readouterr().err
@@ -174,3 +174,11 @@ def test_missing_optional_package_names_the_extra(monkeypatch, capsys):
     assert cli.main(["scenarios"]) == 2
     err = capsys.readouterr().err
     assert "optional package 'SALib'" in err and "abm[sweep]" in err and "Traceback" not in err
+
+
+def test_a_missing_plugin_is_an_error(monkeypatch):
+    import abm.cli as cli
+
+    monkeypatch.setattr(cli, "PLUGINS", (*cli.PLUGINS, "abm.no_such_plugin"))
+    with pytest.raises(ModuleNotFoundError, match="abm.no_such_plugin"):
+        cli.build_parser()

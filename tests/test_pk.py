@@ -12,9 +12,8 @@ from scipy.integrate import quad
 
 from abm.params import ParameterError, Params, PatientParams
 from abm.therapy import pk
-from abm.therapy.params import PKParams
 
-PKD = PKParams()
+PKD = Params().pk
 PATIENT = PatientParams()
 
 
@@ -35,7 +34,7 @@ def test_named_conversions():
     assert pk.miu_to_iu(18) == 18e6
     assert pk.per_kg_to_total(720000, 70) == pytest.approx(5.04e7)
     assert pk.per_m2_to_total(5, 1.8) == pytest.approx(9.0)
-    assert pk.iu_to_mg(18e6, PKD.il2_iu_per_mg) == pytest.approx(1.1, rel=0.01)  # 18 MIU = 1.1 mg
+    assert pk.iu_to_mg(18e6, PKD["il2"].iu_per_mg) == pytest.approx(1.1, rel=0.01)  # 18 MIU = 1.1 mg
     assert pk.kda_to_g_per_mol(15.3) == 15300.0
     assert pk.mg_to_mol(1.1, 15300.0) == pytest.approx(7.19e-8, rel=1e-3)
     assert pk.mol_to_plasma_amount(1e-12, "pM") == pytest.approx(1.0)
@@ -91,26 +90,26 @@ def test_high_dose_bolus_peak_anchor():
     assert 0.8e4 <= pk.il2_pM_to_iu_per_ml(c_peak, PKD) <= 2e4
     bolus = terms_for("il2", "iv", 720000, "IU/kg")
     assert 40e3 <= bolus.value(0.0) <= 70e3
-    assert bolus.value(0.0) == pytest.approx(il2_amount_pmol(720000, "IU/kg") / PKD.il2_volume_l)
+    assert bolus.value(0.0) == pytest.approx(il2_amount_pmol(720000, "IU/kg") / PKD["il2"].volume_l)
 
 
 def test_log_slopes_give_the_half_lives():
     bolus = terms_for("il2", "iv", 720000, "IU/kg")
     # late (beta) phase: alpha phase is < 1e-9 of it after 10 h
     slope = math.log(bolus.value(600.0) / bolus.value(700.0)) / 100.0
-    assert math.log(2) / slope == pytest.approx(PKD.il2_iv_half_life_beta_min, rel=1e-6)
+    assert math.log(2) / slope == pytest.approx(PKD["il2"].half_lives_min[1], rel=1e-6)
     # early phase is the sum; peel the beta phase off to recover alpha
-    beta = pk.half_life_to_rate(PKD.il2_iv_half_life_beta_min)
+    beta = pk.half_life_to_rate(PKD["il2"].half_lives_min[1])
     c0 = bolus.value(0.0)
-    fast = [bolus.value(t) - c0 * (1 - PKD.il2_iv_alpha_fraction) * math.exp(-beta * t) for t in (0.0, 20.0)]
-    assert math.log(2) * 20.0 / math.log(fast[0] / fast[1]) == pytest.approx(PKD.il2_iv_half_life_alpha_min)
+    fast = [bolus.value(t) - c0 * (1 - PKD["il2"].phase_fractions[0]) * math.exp(-beta * t) for t in (0.0, 20.0)]
+    assert math.log(2) * 20.0 / math.log(fast[0] / fast[1]) == pytest.approx(PKD["il2"].half_lives_min[0])
     drug = terms_for("drug", "iv", 1000, "mg/m2", units="uM")
     slope = math.log(drug.value(30.0) / drug.value(330.0)) / 300.0
-    assert math.log(2) / slope == pytest.approx(PKD.drug_half_life_min)
+    assert math.log(2) / slope == pytest.approx(PKD["drug"].half_lives_min[0])
     # s.c. IFN-alpha is absorption-limited (flip-flop): the terminal slope is the absorption rate
     ifn = terms_for("ifna", "sc", 5, "MIU/m2")
     slope = math.log(ifn.value(3000.0) / ifn.value(4000.0)) / 1000.0
-    assert math.log(2) / slope == pytest.approx(PKD.ifna_sc_absorption_half_life_min, rel=1e-3)
+    assert math.log(2) / slope == pytest.approx(PKD["ifna"].sc_absorption_half_life_min, rel=1e-3)
 
 
 def test_auc_is_dose_over_clearance():
@@ -120,13 +119,13 @@ def test_auc_is_dose_over_clearance():
         t = pk.scheduled_dose_terms("il2", route, a, 0.0, dur, PKD)
         assert t.integral(0.0, 1e6) == pytest.approx(a * disp.auc_per_unit_amount(), rel=1e-9)
     sc = pk.scheduled_dose_terms("il2", "sc", a, 0.0, 0.0, PKD)
-    assert sc.integral(0.0, 1e6) == pytest.approx(PKD.il2_sc_bioavailability * a * disp.auc_per_unit_amount())
+    assert sc.integral(0.0, 1e6) == pytest.approx(PKD["il2"].sc_bioavailability * a * disp.auc_per_unit_amount())
     # one compartment: AUC = dose / (V k)
     drug = terms_for("drug", "iv", 1000, "mg/m2", units="uM")
     dose_umol = pk.dose_to_mol("drug", 1000, "mg/m2", PKD, PATIENT) * 1e6
-    k = pk.half_life_to_rate(PKD.drug_half_life_min)
-    assert drug.integral(0.0, 1e6) == pytest.approx(dose_umol / (PKD.drug_volume_l * k))
-    assert drug.value(0.0) == pytest.approx(dose_umol / PKD.drug_volume_l)
+    k = pk.half_life_to_rate(PKD["drug"].half_lives_min[0])
+    assert drug.integral(0.0, 1e6) == pytest.approx(dose_umol / (PKD["drug"].volume_l * k))
+    assert drug.value(0.0) == pytest.approx(dose_umol / PKD["drug"].volume_l)
 
 
 def test_continuous_infusion_is_zero_order():
@@ -144,7 +143,7 @@ def test_continuous_infusion_is_zero_order():
 def test_sc_il2_is_flat_for_about_8_hours_at_2_percent_of_iv():
     a = il2_amount_pmol(5, "MIU/m2")
     sc = pk.scheduled_dose_terms("il2", "sc", a, 0.0, 0.0, PKD)
-    iv_peak = a / PKD.il2_volume_l
+    iv_peak = a / PKD["il2"].volume_l
     t_peak, c_peak = pk.peak(sc, 0.0, 1440.0, 1.0)
     assert 0.01 <= c_peak / iv_peak <= 0.03
     window = sc.value(np.arange(60.0, 8 * 60.0 + 1, 10.0))  # from 1 h to 8 h
@@ -223,5 +222,5 @@ def test_disposition_matches_bolus_terms():
 
 def test_params_tree_carries_pk():
     p = Params()
-    assert p.pk.il2_volume_l == PKD.il2_volume_l
+    assert p.pk["il2"].volume_l == PKD["il2"].volume_l
     assert p.species["drug"].units == "uM"

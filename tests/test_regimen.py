@@ -181,19 +181,19 @@ def test_patient_scaling():
 @pytest.mark.parametrize(
     ("block", "match"),
     [
-        ({"drug": "il3"}, r"doses\[0\]\.drug'.*invalid choice \(got 'il3'\); allowed: 'il2', 'ifna' or 'drug'"),
-        ({"unit": "IU/m3"}, r"regimen\.doses\[0\]\.unit'.*got 'IU/m3'.*allowed: 'IU/kg', 'MIU/m2', 'mg/m2'"),
-        ({"route": "oral"}, r"regimen\.doses\[0\]\.route'.*allowed: 'iv', 'infusion' or 'sc'"),
-        ({"every_h": 8}, r"regimen\.doses\[0\]': an interval \(every_h\) needs count"),
+        ({"drug": "il3"}, r"doses\.0\.drug'.*invalid choice \(got 'il3'\); allowed: 'il2', 'ifna' or 'drug'"),
+        ({"unit": "IU/m3"}, r"regimen\.doses\.0\.unit'.*got 'IU/m3'.*allowed: 'IU/kg', 'MIU/m2', 'mg/m2'"),
+        ({"route": "oral"}, r"regimen\.doses\.0\.route'.*allowed: 'iv', 'infusion' or 'sc'"),
+        ({"every_h": 8}, r"regimen\.doses\.0': an interval \(every_h\) needs count"),
         ({"count": 3}, r"count > 1 needs every_h"),
         ({"weekdays": [1, 2]}, r"a weekly pattern needs weeks"),
         ({"weeks": [1]}, r"a weekly pattern needs weekdays"),
         ({"weeks": [1], "weekdays": [8]}, r"weekdays must be in 1-7"),
         ({"weeks": [1], "weekdays": [1], "every_h": 8, "count": 2}, r"not both"),
         ({"per_day": 2}, r"per_day applies to a weekly pattern"),
-        ({"dose": -1}, r"regimen\.doses\[0\]\.dose'.*out of range \(got -1\); allowed range \[0"),
-        ({"count": 1.5, "every_h": 8}, r"regimen\.doses\[0\]\.count'.*expected an integer"),
-        ({"evry_h": 8}, r"unknown key 'regimen\.doses\[0\]\.evry_h'; did you mean 'every_h'\?"),
+        ({"dose": -1}, r"regimen\.doses\.0\.dose'.*out of range \(got -1\); allowed range \[0"),
+        ({"count": 1.5, "every_h": 8}, r"regimen\.doses\.0\.count'.*expected an integer"),
+        ({"evry_h": 8}, r"unknown key 'regimen\.doses\.0\.evry_h'; did you mean 'regimen\.doses\.0\.every_h'\?"),
         ({"route": "infusion"}, r"route 'infusion' needs duration_h > 0"),
         ({"unit": "IU/kg/day"}, r"is a rate \(per day\) and needs route = 'infusion'"),
         ({"route": "sc", "duration_min": 15}, r"duration_min is for route 'iv' only"),
@@ -213,9 +213,9 @@ def test_validation_errors_name_key_and_allowed_values(block, match):
 
 
 def test_validation_errors_elsewhere():
-    with pytest.raises(ParameterError, match=r"unknown key 'regimen\.dosse'; did you mean 'doses'"):
+    with pytest.raises(ParameterError, match=r"unknown key 'regimen\.dosse'; did you mean 'regimen\.doses'"):
         Regimen.from_dict({"dosse": []})
-    with pytest.raises(ParameterError, match=r"regimen\.transfers\[0\]\.day'.*out of range"):
+    with pytest.raises(ParameterError, match=r"regimen\.transfers\.0\.day'.*out of range"):
         Regimen.from_dict({"transfers": [{"day": -1, "cells": 5}]})
     with pytest.raises(ParameterError, match=r"regimen\.dose_scale\.il2'.*out of range"):
         Regimen.from_dict({"dose_scale": {"il2": -1.0}})

@@ -184,7 +184,7 @@ def test_same_seed_same_observables_different_seed_differs():
 CHILD = """
     import signal, sys
     import abm
-    from abm.runner import RunInterrupted
+    from abm.simulation import RunInterrupted
 
     # a background job may inherit SIGINT ignored; Python then leaves it ignored: restore the default
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -194,13 +194,15 @@ CHILD = """
         def __init__(self, after_step):
             self.after_step = after_step
             self.told = False
-        def steps_until_next(self, model):
-            return 0
-        def report(self, model):
-            if not self.told and model.step_index >= self.after_step:
-                print("READY", model.step_index, flush=True)
+        def describe_next_report(self, last_step):
+            return 1, frozenset()
+        def begin(self, info):
+            pass
+        def report(self, frame):
+            if not self.told and frame.step >= self.after_step:
+                print("READY", frame.step, flush=True)
                 self.told = True
-        def close(self, model, complete, status):
+        def close(self, end):
             pass
 
     out = sys.argv[1]
@@ -262,14 +264,14 @@ def test_sigint_and_sigterm_leave_a_readable_incomplete_file(tmp_path):
 def test_run_failure_closes_the_file_marked_failed(tmp_path, monkeypatch):
     from abm.model import Model
 
-    real_step = Model.step
+    real_step = Model._step_dynamics
 
     def step(self):
         if self.step_index == 5:
             raise FloatingPointError("boom at step 5")
         return real_step(self)
 
-    monkeypatch.setattr(Model, "step", step)
+    monkeypatch.setattr(Model, "_step_dynamics", step)
     path = tmp_path / "fail.h5"
     with pytest.raises(FloatingPointError):
         abm.run("untreated", out=path, days=1, sets=TINY_SETS, seed=1)

@@ -288,7 +288,7 @@ def test_set_overrides_params_run_and_regimen():
     assert sc.params.ctl.kill_prob == 0.1
     assert sc.params.species["il2"].decay_per_s == 5e-5
     assert (sc.run.days, sc.run.seed) == (2.0, 5)
-    assert sc.regimen.dose_scale.il2 == 0.1
+    assert sc.regimen.scale("il2") == 0.1
     d = sc.regimen.doses[0]
     assert (d.dose, d.unit) == (72000.0, "MIU/m2")
     b = base.regimen.doses[0]
@@ -301,7 +301,7 @@ def test_set_overrides_params_run_and_regimen():
     ]
     assert sc.params.replace(*undo) == base.params
     assert sc.run.snapshot_every_min == base.run.snapshot_every_min
-    assert base.params.ctl.kill_prob != 0.1 and b.dose == 720000.0 and base.regimen.dose_scale.il2 == 1.0
+    assert base.params.ctl.kill_prob != 0.1 and b.dose == 720000.0 and base.regimen.scale("il2") == 1.0
 
 
 def test_with_overrides_equals_load_with_sets():
@@ -369,3 +369,73 @@ def test_resolved_round_trips_through_json(name):
     )
     assert again.resolved() == r
     assert Params.from_json(sc.params.to_json()) == sc.params
+
+
+# --------------------------------------------------------------------------------------------- typed overrides
+def test_typed_values_are_taken_as_they_are():
+    text = 'a "quoted" description = with = signs'
+    sc = Scenario.load(
+        "untreated", values={"ctl.kill_prob": 0.123456789123, "scenario.description": text, "run.seed": 2**64 - 1}
+    )
+    assert sc.params.ctl.kill_prob == 0.123456789123
+    assert sc.meta.description == text
+    assert sc.run.seed == 2**64 - 1
+    assert sc.overrides == ["ctl.kill_prob=0.123456789123", f"scenario.description={text!r}", f"run.seed={2**64 - 1}"]
+
+
+def test_value_errors_name_the_override_that_set_the_key():
+    with pytest.raises(ParameterError) as e:
+        Scenario.load("untreated", values={"ctl__kill_prob": 2})
+    assert str(e.value).startswith("ctl.kill_prob=2: key 'ctl.kill_prob': value out of range")
+
+
+def test_one_error_per_problem_each_naming_its_source(tmp_path):
+    f = write(tmp_path / "two.toml", '[scenario]\nname = "two"\ninherits = "untreated"\n[ctl]\nkill_prob = 3\n')
+    with pytest.raises(ParameterError) as e:
+        Scenario.load(f, sets=["nk.kill_prob=-1"])
+    lines = str(e.value).splitlines()
+    assert any(line.startswith(f"{f}: key 'ctl.kill_prob'") for line in lines), lines
+    assert any(line.startswith("--set nk.kill_prob=-1: key 'nk.kill_prob'") for line in lines), lines
+
+
+def test_a_new_drug_is_data(tmp_path):
+    """A second cytotoxic drug given by a TOML block (a species to diffuse in, a PK model, a dose block)."""
+    f = write(
+        tmp_path / "cis.toml",
+        """
+        [scenario]
+        name = "cis"
+        inherits = "untreated"
+        [lattice]
+        nx = 30
+        ny = 30
+        [species.cisplatin]
+        units = "uM"
+        diffusion_um2_per_s = 200.0
+        decay_per_s = 1e-4
+        vessel_permeability_per_min = 0.5
+        [pk.cisplatin]
+        molar_mass_g_per_mol = 300.05
+        volume_l = 20.0
+        half_lives_min = [20.0, 1440.0]
+        phase_fractions = [0.8]
+        [[regimen.doses]]
+        drug = "cisplatin"
+        route = "iv"
+        dose = 100
+        unit = "mg/m2"
+        duration_min = 60
+        """,
+    )
+    from abm import Model
+
+    sc = Scenario.load(f)
+    m = Model(sc, seed=1)
+    m.advance(12)
+    row = m.species.index("cisplatin")
+    assert m.plasma[row] > 0 and m.state.conc[row].max() > 0
+    assert [e["drug"] for e in m.events if e["kind"] == "dose_given"] == ["cisplatin"]
+    with pytest.raises(ParameterError, match=r"key 'regimen\.doses\.0': unit 'IU/kg' is not valid for drug"):
+        Scenario.load(f, sets=["regimen.doses.0.unit=IU/kg"])
+    with pytest.raises(ParameterError, match=r"route 'sc' is not available for drug 'cisplatin'"):
+        Scenario.load(f, sets=["regimen.doses.0.route=sc", "regimen.doses.0.duration_min=0"])

@@ -364,8 +364,8 @@ def test_serve_model_inputs_reach_the_regimen():
 
     on = ServeModel("il2_ifna", il2_dose_scale=0.5, ifna_on=True, sets=("lattice.nx=20", "lattice.ny=20"))
     off = ServeModel("il2_ifna", il2_dose_scale=0.5, ifna_on=False, sets=("lattice.nx=20", "lattice.ny=20"))
-    assert on.scenario.regimen.dose_scale.il2 == 0.5
-    assert on.scenario.regimen.dose_scale.ifna == 1.0 and off.scenario.regimen.dose_scale.ifna == 0.0
+    assert on.scenario.regimen.scale("il2") == 0.5
+    assert on.scenario.regimen.scale("ifna") == 1.0 and off.scenario.regimen.scale("ifna") == 0.0
     with pytest.raises(ValueError, match="overlay='x': allowed il2, ifna, drug, none"):
         ServeModel("il2_ifna", overlay="x", sets=("lattice.nx=20", "lattice.ny=20"))
 

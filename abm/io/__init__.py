@@ -5,6 +5,7 @@ Knows nothing about the model; a reporter on the model side adapts a run to this
 """
 
 from .reader import Trajectory, load
+from .run import Run, load_run
 from .schema import FORMAT_NAME, FORMAT_VERSION, ObservableSpec, SpeciesSpec
 from .trajectory import TrajectoryWriter, partial_path
 
@@ -12,9 +13,11 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "ObservableSpec",
+    "Run",
     "SpeciesSpec",
     "Trajectory",
     "TrajectoryWriter",
     "load",
+    "load_run",
     "partial_path",
 ]

@@ -7,6 +7,7 @@ import numpy as np
 
 from abm.kernels.cells import TUMOUR
 from abm.kernels.config import JIT
+from abm.kernels.geometry import offset_site, site_coords
 
 
 def caliper_directions(ndim: int, n: int = 0) -> np.ndarray:
@@ -26,36 +27,27 @@ def caliper_directions(ndim: int, n: int = 0) -> np.ndarray:
 
 
 @numba.njit(**JIT)
-def _tumour_neighbours(site, occ, ctype, offs, nx, ny, nz, periodic):
-    """Number of tumour cells in the Moore neighbourhood of ``site``."""
-    x0 = site % nx
-    yz = site // nx
-    y0 = yz % ny
-    z0 = yz // ny
+def tumour_neighbours(site, occupancy, ctype, geo):
+    """Number of tumour cells among the neighbours of ``site``."""
+    x0, y0, z0 = site_coords(site, geo)
     cnt = 0
-    for k in range(offs.shape[0]):
-        x = x0 + offs[k, 0]
-        y = y0 + offs[k, 1]
-        z = z0 + offs[k, 2]
-        if periodic:
-            x = (x + nx) % nx
-            y = (y + ny) % ny
-            z = (z + nz) % nz
-        elif x < 0 or x >= nx or y < 0 or y >= ny or z < 0 or z >= nz:
+    for k in range(geo.offsets.shape[0]):
+        s = offset_site(x0, y0, z0, k, geo)
+        if s < 0:
             continue
-        o = occ[x + nx * (y + ny * z)]
+        o = occupancy[s]
         if o >= 0 and ctype[o] == TUMOUR:
             cnt += 1
     return cnt
 
 
 @numba.njit(inline="always", **JIT)
-def _in_lesion(site, occ, ctype, offs, nx, ny, nz, periodic, min_neighbours):
+def _in_lesion(site, occupancy, ctype, geo, min_neighbours):
     """A tumour cell on ``site`` with at least ``min_neighbours`` tumour neighbours."""
-    o = occ[site]
+    o = occupancy[site]
     if o < 0 or ctype[o] != TUMOUR:
         return False
-    return min_neighbours <= 0 or _tumour_neighbours(site, occ, ctype, offs, nx, ny, nz, periodic) >= min_neighbours
+    return min_neighbours <= 0 or tumour_neighbours(site, occupancy, ctype, geo) >= min_neighbours
 
 
 @numba.njit(**JIT)
@@ -95,33 +87,20 @@ def _caliper(directions, line_lo, line_hi, ny, packed):
 
 
 @numba.njit(**JIT)
-def tumour_geometry(
-    ctype,
-    site,
-    n,
-    occ,
-    offs,
-    nx,
-    ny,
-    nz,
-    periodic,
-    min_neighbours,
-    directions,
-    line_lo,
-    line_hi,
-    lesion_lo,
-    lesion_hi,
-    packed,
-    centroid,
-):
-    """Tumour cell count, centroid (site coordinates, written to ``centroid``), and two caliper longest diameters
-    in sites (centre-to-centre spread + 1 cell): over every tumour cell, and over the *lesion*, the tumour cells
-    with at least ``min_neighbours`` tumour cells in their Moore neighbourhood (scattered survivors are not a
-    measurable lesion).
+def tumour_geometry(c, occupancy, geo, min_neighbours, directions, ls):
+    """Tumour cell count and two caliper longest diameters in sites (centre-to-centre spread + 1 cell): over every
+    tumour cell, and over the *lesion*, the tumour cells with at least ``min_neighbours`` tumour cells among their
+    neighbours (scattered survivors are not a measurable lesion).
 
     Along a lattice line (fixed y, z) a projection is linear in x, so its extremes over the tumour are attained
-    at the two extreme tumour cells of some line: the caliper runs over at most 2 * ny * nz points.
-    The four line arrays are int64 scratch of size ny * nz, ``packed`` float64 scratch of shape (ny * nz, 4)."""
+    at the two extreme tumour cells of some line: the caliper runs over at most 2 * ny * nz points. ``ls`` is a
+    :data:`~abm.kernels.records.LesionScratch` for ny * nz lines."""
+    nx = geo.nx
+    ny = geo.ny
+    line_lo = ls.line_lo
+    line_hi = ls.line_hi
+    lesion_lo = ls.lesion_lo
+    lesion_hi = ls.lesion_hi
     nlines = line_lo.shape[0]
     for k in range(nlines):
         line_lo[k] = nx
@@ -129,27 +108,18 @@ def tumour_geometry(
         lesion_lo[k] = nx
         lesion_hi[k] = -1
     cnt = 0
-    sx = 0.0
-    sy = 0.0
-    sz = 0.0
-    for i in range(n):
-        if ctype[i] != TUMOUR:
+    for i in range(c.n[0]):
+        if c.ctype[i] != TUMOUR:
             continue
-        s = site[i]
+        s = c.site[i]
         x = s % nx
         line = s // nx
         cnt += 1
-        sx += x
-        sy += line % ny
-        sz += line // ny
         if x < line_lo[line]:
             line_lo[line] = x
         if x > line_hi[line]:
             line_hi[line] = x
     if cnt == 0:
-        centroid[0] = math.nan
-        centroid[1] = math.nan
-        centroid[2] = math.nan
         return 0, 0.0, 0.0
     # lesion extremes: walk each occupied line inwards from its ends to the first cell that belongs to the lesion
     # (in a compact tumour that is the end cell itself, so this costs a few neighbour counts per line)
@@ -158,29 +128,26 @@ def tumour_geometry(
             continue
         base = nx * line
         for x in range(line_lo[line], line_hi[line] + 1):
-            if _in_lesion(base + x, occ, ctype, offs, nx, ny, nz, periodic, min_neighbours):
+            if _in_lesion(base + x, occupancy, c.ctype, geo, min_neighbours):
                 lesion_lo[line] = x
                 break
         if lesion_lo[line] == nx:
             continue
         for x in range(line_hi[line], lesion_lo[line] - 1, -1):
-            if _in_lesion(base + x, occ, ctype, offs, nx, ny, nz, periodic, min_neighbours):
+            if _in_lesion(base + x, occupancy, c.ctype, geo, min_neighbours):
                 lesion_hi[line] = x
                 break
-    centroid[0] = sx / cnt
-    centroid[1] = sy / cnt
-    centroid[2] = sz / cnt
-    return (
-        cnt,
-        _caliper(directions, line_lo, line_hi, ny, packed),
-        _caliper(directions, lesion_lo, lesion_hi, ny, packed),
-    )
+    longest = _caliper(directions, line_lo, line_hi, ny, ls.packed)
+    return cnt, longest, _caliper(directions, lesion_lo, lesion_hi, ny, ls.packed)
 
 
 @numba.njit(**JIT)
-def field_stats(conc, ctype, site, n, out):
+def field_stats(conc, c, out):
     """Per species: mean over the lattice, max, and mean over sites holding tumour cells (nan if none).
     ``out`` is (n_species, 3)."""
+    ctype = c.ctype
+    site = c.site
+    n = c.n[0]
     ns = conc.shape[0]
     nsites = conc.shape[1]
     for sp in range(ns):

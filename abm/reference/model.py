@@ -1,4 +1,4 @@
-"""The model of SCIENCE.md written the way a Mesa modeller would write it: one Python object per cell.
+"""The model of docs/model.md written the way a Mesa modeller would write it: one Python object per cell.
 
 This is the *reference* implementation. It is slow on purpose-free grounds (plain Python, one object per cell)
 and exists for two reasons: a newcomer can read the rules here, and the tests check that the fast array/Numba
@@ -6,18 +6,20 @@ model (:class:`abm.Model`) and this one produce the same distributions of outcom
 
 What is shared with :class:`abm.Model` and what is not:
 
-- shared: the parameter tree (:class:`abm.params.Params`) and its per-step quantities
-  (:func:`abm.state.cell_rules`), the initial placement (:func:`abm.state.initial_state`: tumour disc, vessels,
-  initial immune cells), the field solver (:class:`abm.field_solver.FieldSolver`) and the therapy (plasma PK, dosing,
-  toxicity, LAK transfers: :class:`abm.therapy.Therapy`). The comparison is about the *cell rules*.
+- shared: the parameter tree (:class:`abm.params.Params`) and its per-step quantities (:func:`abm.rules.cell_rules`
+  and the exchange tables of :func:`abm.rules.exchange_table`), the initial placement
+  (:func:`abm.state.initial_state`: tumour disc, vessels, initial immune cells), the field solver
+  (:class:`abm.field_solver.FieldSolver`) and the therapy (plasma PK, dosing, toxicity, LAK transfers:
+  :class:`abm.therapy.Therapy`). The comparison is about the *cell rules*.
 - not shared: the cell rules themselves, written again below as agent methods, and the random numbers, which
   come from Mesa's own generator (``model.random``, seeded by ``seed``) instead of the counter-based kernel draws.
 
-One step (SCIENCE.md s3), exactly as in :meth:`abm.Model.step`:
+One step (docs/model.md, scheduling), exactly as in :meth:`abm.Model.step`:
 
 1. therapy: plasma levels over the step, doses, adoptive LAK transfer next to random vessels;
-2. fields: each immune cell sets IL-2 uptake (Michaelis-Menten, linearised) and secretion at its site, then the
-   solver advances exchange with plasma, decay, uptake, secretion and diffusion;
+2. fields: each cell sets its uptake (Michaelis-Menten, linearised) and secretion of every species its type
+   exchanges (the species' tables), then the solver advances exchange with plasma, decay, uptake, secretion and
+   diffusion;
 3. cells: every cell alive at the start of the step acts once, in a random order; a cell killed before its turn
    does not act; newborn cells wait for the next step; when two cells want one site, the earlier one gets it;
 4. recruitment: each vessel (in site order) lets in a CTL, then an NK cell, at a random free neighbour;
@@ -38,9 +40,13 @@ from mesa.discrete_space import CellAgent, FixedAgent, OrthogonalMooreGrid
 
 from abm.field_solver import FieldSolver
 from abm.kernels.cells import COUNTER_NAMES
-from abm.state import cell_rules, initial_state
-
-IL2, IFNA, DRUG = 0, 1, 2  # rows of the concentration array (abm.params.REQUIRED_SPECIES order)
+from abm.kernels.cells import CTL as CTL_CODE
+from abm.kernels.cells import LAK as LAK_CODE
+from abm.kernels.cells import NK as NK_CODE
+from abm.kernels.cells import TUMOUR as TUMOUR_CODE
+from abm.kernels.exchange import GATE_ALWAYS
+from abm.rules import cell_rules, exchange_table, exchanged_species
+from abm.state import initial_state
 
 
 class Vessel(FixedAgent):
@@ -55,12 +61,27 @@ class LatticeCell(CellAgent):
     """A biological cell on one lattice site. Subclasses implement :meth:`act` (one step of the rules)."""
 
     kind = "cell"
+    code = 0  # the kernels' type code (a row of the exchange tables)
+    kills = 0
+    timer_min = 0.0
 
     def __init__(self, model: ReferenceModel, cell) -> None:
         super().__init__(model)
         self.cell = cell
         self.age_min = 0.0
         self.alive = True
+
+    def exchange(self) -> None:
+        """Set this cell's uptake and secretion of every exchanged species at its site (the species' tables)."""
+        m, t, s = self.model, self.model.exchange, self.site
+        for j in m.exchanged:
+            k = t.uptake_per_min[self.code, j]
+            if k > 0.0:
+                m.uptake[j, s] = k / (1.0 + float(m.conc[j, s]) / t.uptake_saturation[self.code, j])
+            q = t.secretion_per_min[self.code, j]
+            activated = self.timer_min > 0.0 and self.kills < t.max_kills[self.code]
+            if q > 0.0 and (t.gate[self.code, j] == GATE_ALWAYS or activated):
+                m.source[j, s] = q
 
     # ------------------------------------------------------------------ what a cell senses
     @property
@@ -122,6 +143,7 @@ class LatticeCell(CellAgent):
 
 class TumourCell(LatticeCell):
     kind = "tumour"
+    code = TUMOUR_CODE
 
     def __init__(self, model, cell, mhc: float) -> None:
         super().__init__(model, cell)
@@ -129,20 +151,20 @@ class TumourCell(LatticeCell):
 
     def act(self) -> None:
         r = self.model.rules
-        ifn = self.concentration(IFNA)
+        ifn = self.concentration(self.model.sp.ifna)
         self.age_min += r.dt_min
-        if r.p_tumour_death > 0.0 and self.chance(r.p_tumour_death):
+        if r.tumour.death_prob_per_step > 0.0 and self.chance(r.tumour.death_prob_per_step):
             return self.die("deaths_tumour_spontaneous")
         free, _ = self.surroundings()
         cycling = bool(free)  # contact inhibition: only a cell with room to divide is in cycle
-        drug = self.concentration(DRUG)
-        if cycling and drug > 0.0 and self.chance(-math.expm1(-r.drug_kill_per_conc_per_min * drug * r.dt_min)):
+        drug = self.concentration(self.model.sp.drug)
+        if cycling and drug > 0.0 and self.chance(-math.expm1(-r.tumour.drug_kill_per_uM_per_min * drug * r.dt_min)):
             return self.die("kills_drug")
         # MHC-I relaxes toward a level raised by IFN-alpha
-        target = r.mhc_baseline + (1.0 - r.mhc_baseline) * ifn / (ifn + r.mhc_ifn_half)
-        self.mhc += (target - self.mhc) * r.mhc_relax
+        target = r.tumour.mhc_baseline + (1.0 - r.tumour.mhc_baseline) * ifn / (ifn + r.tumour.mhc_ifn_half_pM)
+        self.mhc += (target - self.mhc) * r.tumour.mhc_relax_per_step
         # division into a random empty neighbour, slowed by IFN-alpha
-        if self.chance(r.p_div_max / (1.0 + ifn / r.ifn_prolif_half)):
+        if self.chance(r.tumour.division_prob_per_step / (1.0 + ifn / r.tumour.ifn_prolif_half_pM)):
             if free:
                 TumourCell(self.model, self.model.random.choice(free), self.mhc)
                 self.model.counters["divisions_tumour"] += 1
@@ -152,44 +174,44 @@ class TumourCell(LatticeCell):
 
 class CTL(LatticeCell):
     kind = "ctl"
+    code = CTL_CODE
 
     def __init__(self, model, cell) -> None:
         super().__init__(model, cell)
         self.kills = 0
         self.timer_min = 0.0  # engaged / IL-2 secretion window left
 
-    def il2_exchange(self, il2: float) -> tuple[float, float]:
-        r = self.model.rules
-        secreting = self.timer_min > 0.0 and self.kills < r.ctl_max_kills
-        return r.ctl_uptake / (1.0 + il2 / r.ctl_uptake_km), (r.ctl_secretion_conc_per_min if secreting else 0.0)
-
     def act(self) -> None:
         r = self.model.rules
-        il2 = self.concentration(IL2)
+        il2 = self.concentration(self.model.sp.il2)
         self.age_min += r.dt_min
-        if self.chance(r.p_ctl_death):
+        if self.chance(r.ctl.death_prob_per_step):
             return self.die("deaths_ctl_natural")
-        exhausted = self.kills >= r.ctl_max_kills
+        exhausted = self.kills >= r.ctl.max_kills
         free, tumour = self.surroundings()
         if tumour and not exhausted:
             # engaged: secretes IL-2 for a window; may die of activation-induced cell death under high IL-2
             self.model.counters["ctl_engaged"] += 1
-            self.timer_min = r.ctl_window_min
-            if self.chance(-math.expm1(-r.ctl_aicd_per_min * il2 / (il2 + r.ctl_aicd_half) * r.dt_min)):
+            self.timer_min = r.ctl.secretion_window_min
+            if self.chance(-math.expm1(-r.ctl.aicd_rate_per_min * il2 / (il2 + r.ctl.aicd_half_pM) * r.dt_min)):
                 return self.die("deaths_ctl_aicd")
             target = self.model.random.choice(tumour)
-            if self.chance(r.p_ctl_kill * target.mhc):  # recognition needs MHC-I
+            if self.chance(r.ctl.kill_prob * target.mhc):  # recognition needs MHC-I
                 self.kill(target, "kills_ctl")
-                if self.kills >= r.ctl_max_kills:
+                if self.kills >= r.ctl.max_kills:
                     self.model.counters["ctl_exhausted"] += 1
                     self.timer_min = 0.0
         else:
             self.timer_min = max(0.0, self.timer_min - r.dt_min)
             if not tumour:
-                self.move(r.ctl_moves, r.ctl_bias)
+                self.move(r.ctl.moves_per_step, r.ctl.tumour_bias)
         # only activated CTL (engaged within their secretion window) carry the high-affinity IL-2 receptor
-        activated = self.timer_min > 0.0 or not r.ctl_prolif_requires_activation
-        if not exhausted and activated and self.chance(r.p_ctl_prolif_max * il2 / (il2 + r.ctl_prolif_half)):
+        activated = self.timer_min > 0.0 or not r.ctl.prolif_requires_activation
+        if (
+            not exhausted
+            and activated
+            and self.chance(r.ctl.prolif_prob_max_per_step * il2 / (il2 + r.ctl.il2_prolif_half_pM))
+        ):
             free, _ = self.surroundings()
             if free:
                 CTL(self.model, self.model.random.choice(free))
@@ -198,25 +220,22 @@ class CTL(LatticeCell):
 
 class NKCell(LatticeCell):
     kind = "nk"
+    code = NK_CODE
 
     def __init__(self, model, cell) -> None:
         super().__init__(model, cell)
         self.kills = 0
         self.exposure_min = 0.0  # cumulative time above the LAK threshold
 
-    def il2_exchange(self, il2: float) -> tuple[float, float]:
-        r = self.model.rules
-        return r.nk_uptake / (1.0 + il2 / r.nk_uptake_km), 0.0
-
     def act(self) -> None:
         r = self.model.rules
-        il2, ifn = self.concentration(IL2), self.concentration(IFNA)
+        il2, ifn = self.concentration(self.model.sp.il2), self.concentration(self.model.sp.ifna)
         self.age_min += r.dt_min
-        if self.chance(r.p_nk_death):
+        if self.chance(r.nk.death_prob_per_step):
             return self.die("deaths_nk_natural")
-        if il2 > r.lak_threshold:
+        if il2 > r.nk.lak_threshold_pM:
             self.exposure_min += r.dt_min
-            if self.exposure_min >= r.lak_exposure_min:  # sustained high IL-2: becomes a LAK cell
+            if self.exposure_min >= r.nk.lak_exposure_min:  # sustained high IL-2: becomes a LAK cell
                 site = self.cell
                 self.alive = False
                 self.remove()
@@ -225,44 +244,43 @@ class NKCell(LatticeCell):
                 return
         free, tumour = self.surroundings()
         if tumour:
-            if self.kills < r.nk_max_kills:
-                a_il2 = il2 / (il2 + r.nk_il2_half)
-                a_ifn = ifn / (ifn + r.nk_ifn_half)
-                activation = r.nk_a0 + (1.0 - r.nk_a0) * (1.0 - (1.0 - a_il2) * (1.0 - a_ifn))
+            if self.kills < r.nk.max_kills:
+                a_il2 = il2 / (il2 + r.nk.il2_activation_half_pM)
+                a_ifn = ifn / (ifn + r.nk.ifn_activation_half_pM)
+                activation = r.nk.baseline_activation + (1.0 - r.nk.baseline_activation) * (
+                    1.0 - (1.0 - a_il2) * (1.0 - a_ifn)
+                )
                 target = self.model.random.choice(tumour)
-                if self.chance(r.p_nk_kill * (1.0 - target.mhc) * activation):  # missing self
+                if self.chance(r.nk.kill_prob * (1.0 - target.mhc) * activation):  # missing self
                     self.kill(target, "kills_nk")
         else:
-            self.move(r.nk_moves, r.nk_bias)
+            self.move(r.nk.moves_per_step, r.nk.tumour_bias)
 
 
 class LAKCell(LatticeCell):
     kind = "lak"
+    code = LAK_CODE
 
     def __init__(self, model, cell) -> None:
         super().__init__(model, cell)
         self.kills = 0
 
-    def il2_exchange(self, il2: float) -> tuple[float, float]:
-        r = self.model.rules
-        return r.lak_uptake / (1.0 + il2 / r.lak_uptake_km), 0.0
-
     def act(self) -> None:
         r = self.model.rules
-        il2 = self.concentration(IL2)
+        il2 = self.concentration(self.model.sp.il2)
         self.age_min += r.dt_min
-        if self.chance(r.p_lak_death):
+        if self.chance(r.lak.death_prob_per_step):
             return self.die("deaths_lak_natural")
-        if il2 < r.lak_withdrawal_threshold and self.chance(r.p_lak_withdrawal):
+        if il2 < r.lak.withdrawal_threshold_pM and self.chance(r.lak.withdrawal_death_prob_per_step):
             return self.die("deaths_lak_withdrawal")
         free, tumour = self.surroundings()
         if tumour:
-            if self.kills < r.lak_max_kills:
+            if self.kills < r.lak.max_kills:
                 target = self.model.random.choice(tumour)
-                if self.chance(r.p_lak_kill):  # MHC-unrestricted
+                if self.chance(r.lak.kill_prob):  # MHC-unrestricted
                     self.kill(target, "kills_lak")
         else:
-            self.move(r.lak_moves, r.lak_bias)
+            self.move(r.lak.moves_per_step, r.lak.tumour_bias)
 
 
 IMMUNE = (CTL, NKCell, LAKCell)
@@ -296,6 +314,9 @@ class ReferenceModel(Model):
         if p.lattice.nz != 1:
             raise ValueError(f"lattice.nz = {p.lattice.nz}: the Mesa reference model is 2D only (nz = 1)")
         self.scenario, self.params, self.rules = scenario, p, cell_rules(p)
+        self.sp = self.rules.species  # which concentration row holds which sensed species
+        self.exchange = exchange_table(p)
+        self.exchanged = exchanged_species(self.exchange)
         self.dt_min = p.time.dt_min
         self.nx, self.ny = p.lattice.nx, p.lattice.ny
         self.site_area_mm2 = (p.lattice.spacing_um * 1e-3) ** 2
@@ -365,13 +386,13 @@ class ReferenceModel(Model):
             self.plasma[:] = ts.plasma
             for _ in range(int(ts.lak_cells)):
                 self.transfer_one_lak()
-        # 2. fields: immune cells set IL-2 uptake and secretion at their sites, then the solver
-        self.uptake[IL2] = 0.0
-        self.source[IL2] = 0.0
-        for kind in IMMUNE:
+        # 2. fields: cells set uptake and secretion at their sites (the species' exchange tables), then the solver
+        for j in self.exchanged:
+            self.uptake[j] = 0.0
+            self.source[j] = 0.0
+        for kind in (TumourCell, *IMMUNE):
             for a in self.cells_of(kind):
-                s = a.site
-                self.uptake[IL2, s], self.source[IL2, s] = a.il2_exchange(float(self.conc[IL2, s]))
+                a.exchange()
         self.solver.step(self.conc, self.uptake, self.source, self.vessel_sites, self.permeability, self.plasma)
         # 3. cells, in random order; newborns wait; the dead do not act
         self.centroid = self.tumour_centroid()
@@ -407,7 +428,7 @@ class ReferenceModel(Model):
 
     def recruitment_probabilities(self, n_t: float) -> tuple[float, float]:
         """Per-vessel probabilities of a CTL and an NK entry this step (as abm.Model.recruitment_probabilities)."""
-        p, cp = self.params, float(self.plasma[IL2])
+        p, cp = self.params, float(self.plasma[self.sp.il2])
         ctl = (
             p.ctl.recruit_per_vessel_per_day
             * p.patient.antigenicity
@@ -432,7 +453,7 @@ class ReferenceModel(Model):
         out["tumour_area_mm2"] = n["tumour"] * self.site_area_mm2
         for name in COUNTER_NAMES:
             out[name] = float(self.counters.get(name, 0))
-        out["il2_mean"] = float(self.conc[IL2].mean())
+        out["il2_mean"] = float(self.conc[self.sp.il2].mean())
         return out
 
     def n_agents(self) -> int:

@@ -55,7 +55,7 @@ class SweepStore:
     # ------------------------------------------------------------------------------------------ writing
     def create(self, spec: SweepSpec, runs: list[RunSpec]) -> None:
         from abm import __version__
-        from abm.runner import git_hash
+        from abm.provenance import git_hash
 
         tmp = self.path.with_suffix(".h5.partial")
         with h5py.File(tmp, "w") as f:

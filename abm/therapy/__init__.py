@@ -2,42 +2,21 @@
 
 Public API: :class:`Regimen` (validated, in the clinic's units), :class:`Therapy` (one ``advance(step)`` per agent
 step -> :class:`TherapyStep`), :class:`ScheduledDose`, :class:`ScheduledTransfer`; the PK closed forms and unit
-conversions are in :mod:`abm.therapy.pk`, the toxicity score in :mod:`abm.therapy.toxicity`.
-
-The names are imported lazily: ``abm.params`` imports ``abm.therapy.params`` while it is itself still loading, so
-this package must not import the modules that need the finished ``abm.params`` at import time.
+conversions are in :mod:`abm.therapy.pk`, the toxicity score in :mod:`abm.therapy.toxicity`. The PK and toxicity
+parameters are part of the one parameter tree (:mod:`abm.params.therapy`).
 """
 
-from __future__ import annotations
+from abm.therapy.regimen import DoseBlock, Regimen, ScheduledDose, ScheduledTransfer, Transfer
+from abm.therapy.therapy import EVENT_KEYS, EVENT_KINDS, Therapy, TherapyStep
 
-import importlib
-from typing import Any
-
-import abm.params  # noqa: F401  (loads the parameter tree, and with it abm.therapy.params, in the right order)
-
-_EXPORTS = {
-    "PKParams": "abm.therapy.params",
-    "ToxicityParams": "abm.therapy.params",
-    "DoseBlock": "abm.therapy.regimen",
-    "DoseScale": "abm.therapy.regimen",
-    "Regimen": "abm.therapy.regimen",
-    "ScheduledDose": "abm.therapy.regimen",
-    "ScheduledTransfer": "abm.therapy.regimen",
-    "Transfer": "abm.therapy.regimen",
-    "EVENT_KEYS": "abm.therapy.therapy",
-    "EVENT_KINDS": "abm.therapy.therapy",
-    "Therapy": "abm.therapy.therapy",
-    "TherapyStep": "abm.therapy.therapy",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'abm.therapy' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__all__ = [
+    "EVENT_KEYS",
+    "EVENT_KINDS",
+    "DoseBlock",
+    "Regimen",
+    "ScheduledDose",
+    "ScheduledTransfer",
+    "Therapy",
+    "TherapyStep",
+    "Transfer",
+]

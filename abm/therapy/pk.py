@@ -9,10 +9,9 @@ in the species' plasma unit (pM for IL-2 and IFN-alpha, uM for the drug), t in m
 instantaneous value and an exact integral, so the average over an agent step is exact even for an i.v. bolus whose
 peak is shorter than the step.
 
-Disposition (the response to a unit amount put into plasma at t = 0), per drug:
-
-- IL-2: bi-exponential, ``(1/V) [A exp(-alpha t) + (1 - A) exp(-beta t)]`` (half-lives 13 and 85 min);
-- IFN-alpha and the cytotoxic drug: one compartment, ``(1/V) exp(-k t)``.
+Disposition (the response to a unit amount put into plasma at t = 0) is data (``params.pk[drug]``, a
+:class:`~abm.params.DrugPK`): ``(1/V) sum_i f_i exp(-ln2 t / t_i)``; by default bi-exponential for IL-2 (13 and
+85 min), one compartment for IFN-alpha and the cytotoxic drug.
 
 Input, per route (amount ``D`` in plasma-unit moles, e.g. pmol for a pM species):
 
@@ -27,39 +26,47 @@ Input, per route (amount ``D`` in plasma-unit moles, e.g. pmol for a pM species)
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from abm.params import ParameterError
+from abm.errors import ParameterError
+from abm.units import AVOGADRO, CONC_UNITS_PER_MOLAR
 
 if TYPE_CHECKING:  # pragma: no cover
-    from abm.params import PatientParams
-    from abm.therapy.params import PKParams
-
-DRUGS = ("il2", "ifna", "drug")
-"""Species with a PK model (the ``drug`` key of a dosing block)."""
+    from abm.params import DrugPK, PatientParams
 
 ROUTES = ("iv", "infusion", "sc")
 """Routes: i.v. bolus or short infusion (``duration_min``), continuous infusion (``duration_h``), subcutaneous."""
-
-ROUTES_BY_DRUG = {"il2": ("iv", "infusion", "sc"), "ifna": ("iv", "infusion", "sc"), "drug": ("iv", "infusion")}
 
 BASE_UNITS = ("IU/kg", "MIU/m2", "mg/m2", "MIU", "IU", "mg", "mg/kg")
 """Dose units in the clinic's terms; each also exists with a ``/day`` suffix (a rate, for continuous infusion)."""
 
 UNITS = BASE_UNITS + tuple(u + "/day" for u in BASE_UNITS)
 
-UNITS_BY_DRUG = {
-    "il2": UNITS,
-    "ifna": UNITS,
-    "drug": tuple(u for u in UNITS if u.startswith("mg")),
-}
+__all__ = [
+    "AVOGADRO",
+    "CONC_UNITS_PER_MOLAR",
+    "ROUTES",
+    "UNITS",
+    "dose_to_mol",
+    "disposition",
+    "routes_for",
+    "units_for",
+]
 
-AVOGADRO = 6.02214076e23
-CONC_UNITS_PER_MOLAR = {"M": 1.0, "mM": 1e3, "uM": 1e6, "nM": 1e9, "pM": 1e12, "fM": 1e15}
-"""Plasma concentration units understood here, as multiples of mol/L."""
+
+def routes_for(drug: DrugPK) -> tuple[str, ...]:
+    """The routes a drug can be given by: i.v. and infusion always, s.c. when it has an absorption model."""
+    return ROUTES if drug.has_sc else ("iv", "infusion")
+
+
+def units_for(drug: DrugPK) -> tuple[str, ...]:
+    """The dose units a drug accepts: mass units always, activity (IU) units when it has a specific activity."""
+    return UNITS if drug.dosed_in_iu else tuple(u for u in UNITS if u.startswith("mg"))
+
 
 _TINY = 1e-16  # terms decayed below this fraction of their amplitude are dropped (error far below float noise)
 
@@ -121,26 +128,30 @@ def amount_to_conc(amount: float, volume_l: float) -> float:
     return amount / volume_l
 
 
-def il2_iu_per_ml_to_pM(iu_per_ml: float, pk: PKParams) -> float:
+def il2_iu_per_ml_to_pM(iu_per_ml: float, pk: Mapping[str, DrugPK]) -> float:
     """IL-2 activity concentration (IU/mL) -> molar concentration (pM); 1 IU/mL is about 4 pM by default."""
-    mol_per_l = mg_to_mol(iu_to_mg(iu_per_ml, pk.il2_iu_per_mg), kda_to_g_per_mol(pk.il2_mw_kda)) * 1e3
+    d = pk["il2"]
+    mol_per_l = mg_to_mol(iu_to_mg(iu_per_ml, d.iu_per_mg), d.molar_mass_g_per_mol) * 1e3
     return mol_per_l * 1e12
 
 
-def il2_pM_to_iu_per_ml(pM: float, pk: PKParams) -> float:
+def il2_pM_to_iu_per_ml(pM: float, pk: Mapping[str, DrugPK]) -> float:
     """IL-2 molar concentration (pM) -> activity concentration (IU/mL)."""
     return pM / il2_iu_per_ml_to_pM(1.0, pk)
 
 
-def check_drug(drug: str) -> None:
-    if drug not in DRUGS:
-        raise ParameterError(f"unknown drug {drug!r}; allowed: {', '.join(DRUGS)}")
+def drug_pk(drug: str, pk: Mapping[str, DrugPK]) -> DrugPK:
+    """The PK model of ``drug`` (a key of the ``pk`` mapping of the parameter tree)."""
+    try:
+        return pk[drug]
+    except KeyError:
+        raise ParameterError(f"unknown drug {drug!r}; allowed: {', '.join(pk)}") from None
 
 
-def check_unit(drug: str, unit: str) -> None:
-    check_drug(drug)
-    if unit not in UNITS_BY_DRUG[drug]:
-        raise ParameterError(f"unit {unit!r} is not valid for drug {drug!r}; allowed: {', '.join(UNITS_BY_DRUG[drug])}")
+def check_unit(drug: str, unit: str, pk: Mapping[str, DrugPK]) -> None:
+    allowed = units_for(drug_pk(drug, pk))
+    if unit not in allowed:
+        raise ParameterError(f"unit {unit!r} is not valid for drug {drug!r}; allowed: {', '.join(allowed)}")
 
 
 def dose_total_clinic_units(dose: float, unit: str, patient: PatientParams, duration_h: float = 0.0) -> float:
@@ -165,23 +176,18 @@ def dose_total_clinic_units(dose: float, unit: str, patient: PatientParams, dura
 
 
 def dose_to_mol(
-    drug: str, dose: float, unit: str, pk: PKParams, patient: PatientParams, duration_h: float = 0.0
+    drug: str, dose: float, unit: str, pk: Mapping[str, DrugPK], patient: PatientParams, duration_h: float = 0.0
 ) -> float:
     """A dose in the clinic's units -> amount of substance (mol) for this patient.
 
-    IU are converted with the drug's specific activity (IU/mg) and molecular weight (kDa); mg with the molecular
-    weight. The cytotoxic drug accepts mass units only.
+    IU are converted with the drug's specific activity (IU/mg), mg with its molar mass; a drug without a specific
+    activity accepts mass units only.
     """
-    check_unit(drug, unit)
+    check_unit(drug, unit, pk)
+    d = pk[drug]
     total = dose_total_clinic_units(dose, unit, patient, duration_h)
-    is_iu = unit.startswith(("IU", "MIU"))
-    if drug == "il2":
-        mg = iu_to_mg(total, pk.il2_iu_per_mg) if is_iu else total
-        return mg_to_mol(mg, kda_to_g_per_mol(pk.il2_mw_kda))
-    if drug == "ifna":
-        mg = iu_to_mg(total, pk.ifna_iu_per_mg) if is_iu else total
-        return mg_to_mol(mg, kda_to_g_per_mol(pk.ifna_mw_kda))
-    return mg_to_mol(total, pk.drug_mw_g_per_mol)
+    mg = iu_to_mg(total, d.iu_per_mg) if unit.startswith(("IU", "MIU")) else total
+    return mg_to_mol(mg, d.molar_mass_g_per_mol)
 
 
 # --------------------------------------------------------------------------------------------------- disposition
@@ -210,28 +216,21 @@ class Disposition:
         return sum(c / r for c, r in zip(self.coef_per_l, self.rate_per_min, strict=True))
 
 
-def disposition(drug: str, pk: PKParams) -> Disposition:
-    """The plasma disposition of ``drug``: bi-exponential for IL-2, one compartment otherwise."""
-    check_drug(drug)
-    if drug == "il2":
-        a = pk.il2_iv_alpha_fraction
-        return Disposition(
-            (a / pk.il2_volume_l, (1.0 - a) / pk.il2_volume_l),
-            (half_life_to_rate(pk.il2_iv_half_life_alpha_min), half_life_to_rate(pk.il2_iv_half_life_beta_min)),
-        )
-    if drug == "ifna":
-        return Disposition((1.0 / pk.ifna_volume_l,), (half_life_to_rate(pk.ifna_half_life_min),))
-    return Disposition((1.0 / pk.drug_volume_l,), (half_life_to_rate(pk.drug_half_life_min),))
+def disposition(drug: str, pk: Mapping[str, DrugPK]) -> Disposition:
+    """The plasma disposition of ``drug``: one exponential per phase, the last phase taking the remaining share."""
+    d = drug_pk(drug, pk)
+    shares = [*d.phase_fractions, 1.0 - sum(d.phase_fractions)]
+    return Disposition(tuple(f / d.volume_l for f in shares), tuple(half_life_to_rate(t) for t in d.half_lives_min))
 
 
-def sc_absorption(drug: str, pk: PKParams) -> tuple[float, float]:
+def sc_absorption(drug: str, pk: Mapping[str, DrugPK]) -> tuple[float, float]:
     """(absorption rate constant ka in 1/min, bioavailability F) of a subcutaneous dose."""
-    check_drug(drug)
-    if drug == "il2":
-        return half_life_to_rate(pk.il2_sc_absorption_half_life_min), pk.il2_sc_bioavailability
-    if drug == "ifna":
-        return half_life_to_rate(pk.ifna_sc_absorption_half_life_min), pk.ifna_sc_bioavailability
-    raise ParameterError(f"route 'sc' is not available for drug {drug!r}; allowed routes: iv, infusion")
+    d = drug_pk(drug, pk)
+    if not d.has_sc:
+        raise ParameterError(
+            f"route 'sc' is not available for drug {drug!r}; allowed routes: {', '.join(routes_for(d))}"
+        )
+    return half_life_to_rate(d.sc_absorption_half_life_min), d.sc_bioavailability
 
 
 # ------------------------------------------------------------------------------------------------ exponential sums
@@ -366,7 +365,7 @@ def dose_terms(
 
 
 def scheduled_dose_terms(
-    drug: str, route: str, amount: float, t_dose_min: float, duration_min: float, pk: PKParams
+    drug: str, route: str, amount: float, t_dose_min: float, duration_min: float, pk: Mapping[str, DrugPK]
 ) -> Terms:
     """:func:`dose_terms` with the disposition and absorption of ``drug`` taken from ``pk``."""
     disp = disposition(drug, pk)

@@ -28,23 +28,23 @@ into one :class:`~abm.params.ParameterError` naming the key (``regimen.doses[0].
 
 from __future__ import annotations
 
-import difflib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from abm.params import Group, P, ParameterError, describe_range, read_toml
+from abm.errors import ParameterError
+from abm.params.core import Group, Layer, P, build, read_toml
 from abm.therapy import pk as _pk
 
 if TYPE_CHECKING:  # pragma: no cover
-    from abm.params import Params
+    from abm.params import DrugPK, Params
 
 MIN_PER_DAY = 1440.0
 
-DrugName = Literal["il2", "ifna", "drug"]
 RouteName = Literal["iv", "infusion", "sc"]
 UnitName = Literal[_pk.UNITS]  # type: ignore[valid-type]
 
@@ -52,7 +52,7 @@ UnitName = Literal[_pk.UNITS]  # type: ignore[valid-type]
 class DoseBlock(Group):
     """One dosing block: a drug, route and dose, repeated at a fixed interval or in a weekly pattern."""
 
-    drug: DrugName = P("il2", "-", "species dosed: il2 | ifna | drug")
+    drug: str = P("il2", "-", "the drug dosed: a key of the parameter tree's pk (il2, ifna, drug by default)")
     route: RouteName = P("iv", "-", "iv (bolus / short infusion), infusion (continuous), sc (subcutaneous)")
     dose: float = P(0.0, "-", "dose per administration in `unit` (a rate if the unit ends in /day)", ge=0, le=1e12)
     unit: UnitName = P("IU/kg", "-", "clinic dose unit")
@@ -72,17 +72,6 @@ class DoseBlock(Group):
 
     @model_validator(mode="after")
     def _consistent(self) -> DoseBlock:
-        allowed_routes = _pk.ROUTES_BY_DRUG[self.drug]
-        if self.route not in allowed_routes:
-            raise ValueError(
-                f"route {self.route!r} is not available for drug {self.drug!r}; allowed routes: "
-                f"{', '.join(allowed_routes)}"
-            )
-        allowed_units = _pk.UNITS_BY_DRUG[self.drug]
-        if self.unit not in allowed_units:
-            raise ValueError(
-                f"unit {self.unit!r} is not valid for drug {self.drug!r}; allowed units: {', '.join(allowed_units)}"
-            )
         if self.unit.endswith("/day") and self.route != "infusion":
             raise ValueError(f"unit {self.unit!r} is a rate (per day) and needs route = 'infusion'")
         if self.route == "infusion":
@@ -161,14 +150,6 @@ class Transfer(Group):
     note: str = P("", "-", "free text")
 
 
-class DoseScale(Group):
-    """Multipliers of every dose of a drug (for dose-response sweeps)."""
-
-    il2: float = P(1.0, "-", "multiplier of IL-2 doses", ge=0, le=1e6)
-    ifna: float = P(1.0, "-", "multiplier of IFN-alpha doses", ge=0, le=1e6)
-    drug: float = P(1.0, "-", "multiplier of cytotoxic drug doses", ge=0, le=1e6)
-
-
 @dataclass(frozen=True)
 class ScheduledDose:
     """One administration, resolved for a patient.
@@ -200,25 +181,24 @@ class ScheduledTransfer:
     note: str = ""
 
 
-_DRUG_ORDER = {d: i for i, d in enumerate(_pk.DRUGS)}
-
-
 class Regimen(Group):
     """A whole regimen; ``Regimen()`` is untreated."""
 
     description: str = P("untreated", "-", "what this regimen is")
     doses: list[DoseBlock] = Field(default_factory=list, description="dosing blocks")
     transfers: list[Transfer] = Field(default_factory=list, description="adoptive LAK transfers")
-    dose_scale: DoseScale = Field(default_factory=DoseScale, description="dose multipliers per drug")
+    dose_scale: dict[str, Annotated[float, Field(ge=0, le=1e6)]] = Field(
+        default_factory=dict, description="multiplier of every dose of a drug (for dose-response sweeps; default 1)"
+    )
 
     # ---- loading
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None, source: str = "<regimen>") -> Regimen:
-        """Validate the ``[regimen]`` table (the dict under ``regimen``); errors become one ParameterError."""
-        try:
-            return cls.model_validate(data or {})
-        except ValidationError as e:
-            raise ParameterError(format_regimen_error(e, source)) from None
+    def from_dict(cls, data: dict[str, Any] | None, source: str = "<regimen>", params: Params | None = None) -> Regimen:
+        """Validate the ``[regimen]`` table (the dict under ``regimen``) and check its drugs, routes and units
+        against ``params.pk`` (default ``Params()``); every problem becomes one ParameterError naming the key."""
+        doc = build(RegimenDoc, [Layer(source, {"regimen": data or {}})], source)
+        check_regimen(doc.regimen, _default_params(params).pk, lambda path: source)
+        return doc.regimen
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Regimen:
@@ -229,6 +209,10 @@ class Regimen(Group):
         if not isinstance(table, dict):
             raise ParameterError(f"{path}: key 'regimen' must be a table ([regimen])")
         return cls.from_dict(table, source=str(path))
+
+    def scale(self, drug: str) -> float:
+        """The dose multiplier of ``drug`` (1 unless ``dose_scale`` names it)."""
+        return self.dose_scale.get(drug, 1.0)
 
     @property
     def untreated(self) -> bool:
@@ -243,10 +227,11 @@ class Regimen(Group):
         """
         params = _default_params(params)
         end = days * MIN_PER_DAY
+        order = {d: i for i, d in enumerate(params.pk)}
         out = []
         for b, block in enumerate(self.doses):
             units = params.species[block.drug].units
-            scale = getattr(self.dose_scale, block.drug)
+            scale = self.scale(block.drug)
             dose = block.dose * scale
             if dose <= 0.0:  # a block scaled to zero (a single-agent arm of a combination grid) is not given
                 continue
@@ -270,7 +255,7 @@ class Regimen(Group):
                             note=block.note,
                         )
                     )
-        out.sort(key=lambda d: (d.time_min, _DRUG_ORDER[d.drug], d.route, d.block))
+        out.sort(key=lambda d: (d.time_min, order[d.drug], d.route, d.block))
         return out
 
     def expand_transfers(self, days: float) -> list[ScheduledTransfer]:
@@ -293,74 +278,51 @@ def _default_params(params: Params | None) -> Params:
     return Params()
 
 
-# ----------------------------------------------------------------------------------------------- error messages
-def _unwrap(ann: Any) -> Any:
-    """Strip ``X | None`` and ``list[X]`` down to X."""
-    for _ in range(3):
-        args = [a for a in get_args(ann) if a is not type(None)]
-        if get_origin(ann) is list or (args and len(args) == 1 and get_origin(ann) is not Literal):
-            ann = args[0]
-        else:
-            break
-    return ann
+class RegimenDoc(Group):
+    """A ``[regimen]`` table on its own (so that error messages name ``regimen.*`` keys)."""
+
+    regimen: Regimen = Field(default_factory=Regimen)
 
 
-def _locate(loc: tuple[Any, ...]) -> tuple[str, Any, Any]:
-    """(key path like ``regimen.doses[0].unit``, FieldInfo of the last key or None, model class the path reaches)."""
-    key = "regimen"
-    model: Any = Regimen
-    info = None
-    for part in loc:
-        if isinstance(part, int):
-            key += f"[{part}]"
-            continue
-        key += f".{part}"
-        fields = model.model_fields if isinstance(model, type) and issubclass(model, BaseModel) else {}
-        info = fields.get(str(part))
-        model = _unwrap(info.annotation) if info is not None else None
-    return key, info, model
+def _choices(names) -> str:
+    q = [repr(n) for n in names]
+    return q[0] if len(q) == 1 else ", ".join(q[:-1]) + " or " + q[-1]
 
 
-_TYPE_WORDS = {
-    "int": "an integer",
-    "float": "a number",
-    "string": "a string",
-    "bool": "true or false",
-    "list": "a list",
-    "model": "a table",
-    "dict": "a table",
-}
-
-
-def format_regimen_error(e: ValidationError, source: str) -> str:
-    """One line per problem: ``<source>: key 'regimen.doses[0].unit': invalid choice (got 'IU/m3'); ...``."""
+def check_regimen(regimen: Regimen, pk: dict[str, DrugPK], where: Callable[[tuple[str, ...]], str]) -> None:
+    """Check each dose block's drug, route and unit against the PK models (``params.pk``), and the dose_scale keys;
+    raise one ParameterError listing every problem, each naming its source (``where(key path)``) and key."""
     lines = []
-    for err in e.errors():
-        loc = tuple(err["loc"])
-        t = err["type"]
-        given = err.get("input")
-        given_s = f" (got {given!r})" if not isinstance(given, dict | list) else ""
-        if t == "extra_forbidden":
-            key, _, model = _locate(loc[:-1])
-            valid = list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
-            near = difflib.get_close_matches(str(loc[-1]), valid, n=3, cutoff=0.5)
-            hint = f"; did you mean {', '.join(repr(n) for n in near)}?" if near else "."
-            lines.append(f"{source}: unknown key '{key}.{loc[-1]}'{hint} Valid keys: {', '.join(valid)}.")
+    for i, block in enumerate(regimen.doses):
+        path = ("regimen", "doses", str(i))
+        key = ".".join(path)
+        d = pk.get(block.drug)
+        if d is None:
+            lines.append(
+                f"{where((*path, 'drug'))}: key '{key}.drug': invalid choice (got {block.drug!r}); "
+                f"allowed: {_choices(pk)}"
+            )
             continue
-        key, info, _ = _locate(loc)
-        if t in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
-            msg = f"value out of range{given_s}; {describe_range(info)}"
-        elif t == "literal_error":
-            msg = f"invalid choice{given_s}; allowed: {(err.get('ctx') or {}).get('expected', err['msg'])}"
-        elif t == "value_error":
-            msg = str(err["msg"]).removeprefix("Value error, ")
-        elif t.endswith("_type") or t.endswith("_parsing"):
-            want = _TYPE_WORDS.get(t.split("_")[0], "")
-            msg = f"wrong type{given_s}" + (f"; expected {want}" if want else "")
-        else:
-            msg = err["msg"] + given_s
-        lines.append(f"{source}: key '{key}': {msg}")
-    return "\n".join(lines)
+        routes = _pk.routes_for(d)
+        if block.route not in routes:
+            lines.append(
+                f"{where((*path, 'route'))}: key '{key}': route {block.route!r} is not available for drug "
+                f"{block.drug!r}; allowed routes: {', '.join(routes)}"
+            )
+        units = _pk.units_for(d)
+        if block.unit not in units:
+            lines.append(
+                f"{where((*path, 'unit'))}: key '{key}': unit {block.unit!r} is not valid for drug {block.drug!r}; "
+                f"allowed units: {', '.join(units)}"
+            )
+    for drug in regimen.dose_scale:
+        if drug not in pk:
+            lines.append(
+                f"{where(('regimen', 'dose_scale', drug))}: key 'regimen.dose_scale.{drug}': unknown drug; "
+                f"allowed: {_choices(pk)}"
+            )
+    if lines:
+        raise ParameterError("\n".join(lines))
 
 
 def check_days(days: float) -> float:

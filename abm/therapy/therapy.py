@@ -75,7 +75,7 @@ class Therapy:
         self._next_dose = 0
         self._next_transfer = 0
         self._next_step = 0
-        self._terms: dict[str, _pk.Terms] = {d: _pk.Terms.empty() for d in _pk.DRUGS}
+        self._terms: dict[str, _pk.Terms] = {d: _pk.Terms.empty() for d in params.pk}
         self.toxicity = 0.0
         self.max_toxicity = 0.0
         self.course_stopped = False
@@ -204,7 +204,7 @@ class Therapy:
         threshold = None if self.course_stopped else self.dlt_threshold
         s_before = self.toxicity
         self.toxicity, t_cross = advance_toxicity(
-            self.toxicity, ta, tb, self._terms["il2"], self.params.toxicity, threshold
+            self.toxicity, ta, tb, self._terms[self.params.toxicity.drug], self.params.toxicity, threshold
         )
         self.max_toxicity = max(self.max_toxicity, self.toxicity, s_before)
         if t_cross is not None and not self.course_stopped:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    from abm.therapy.params import ToxicityParams
+    from abm.params import ToxicityParams
     from abm.therapy.pk import Terms
 
 SUBSTEP_MIN = 2.0

@@ -1,0 +1,52 @@
+"""The records kernels take: named tuples of arrays and scalars, so a kernel has a few named arguments, not twenty.
+
+- :data:`Geometry`: the lattice as kernels see it (neighbour offsets, shape, periodicity);
+- :data:`CellArrays`: structure-of-arrays cell storage; :data:`Tissue`: cells, occupancy, fields and vessels;
+- :data:`Scratch`: per-step buffers of the cell step (allocated once); :data:`LesionScratch`: the observer's;
+- :data:`StepKey`: the key of every random draw of one step;
+- :data:`SpeciesIndex`: which concentration row holds which species the cell rules sense;
+- :data:`ExchangeTable`: uptake and secretion, cell type x species.
+
+The cell-rule records (one per cell type, named after the parameter-tree fields they come from) are defined where
+they are built from the tree, in :mod:`abm.rules`.
+
+Pure definitions: nothing here imports numba or the rest of abm.
+"""
+
+from collections import namedtuple
+
+Geometry = namedtuple("Geometry", ["offsets", "nx", "ny", "nz", "periodic"])
+Geometry.__doc__ = """Neighbour offsets (int64 (n, 3), Moore or von Neumann), lattice shape and periodicity (bool)."""
+
+CellArrays = namedtuple("CellArrays", ["ctype", "site", "mhc", "age_min", "kills", "timer_min", "exposure_min", "n"])
+CellArrays.__doc__ = """Per-cell arrays, live cells in ``[0, n[0])``: type (int8), flat site (int32), MHC-I level m
+(float32, tumour), age (float32, min; the cell-cycle clock), kills so far (int16), activation window remaining
+(float32, min: engaged CTL secrete IL-2 and may proliferate while it runs), cumulative high-IL-2 exposure (float32,
+min, NK)."""
+
+Tissue = namedtuple("Tissue", ["cells", "occupancy", "conc", "uptake", "source", "vessels"])
+Tissue.__doc__ = """What the kernels act on: cells (CellArrays), occupancy (int32 per site: cell index, FREE or
+VESSEL), conc (float64 (n_species, n_sites)), uptake (float32, 1/min) and source (float32, conc/min) per species
+and site, vessels (int64 sorted flat sites)."""
+
+Scratch = namedtuple("Scratch", ["order", "free", "tumour", "weight"])
+Scratch.__doc__ = """Cell-step buffers: visiting order (int64, capacity), free neighbour sites and adjacent tumour cell
+indices (int64, one per neighbour offset), cumulative move weights (float64, one per offset)."""
+
+LesionScratch = namedtuple("LesionScratch", ["line_lo", "line_hi", "lesion_lo", "lesion_hi", "packed"])
+LesionScratch.__doc__ = """Observer buffers: per lattice line (ny * nz) the extreme x of the tumour and of the lesion
+(int64), and the packed occupied lines (float64 (ny * nz, 4))."""
+
+StepKey = namedtuple("StepKey", ["seed", "step"])
+StepKey.__doc__ = """The key of every draw of one step: the run's seed (uint64) and the step index (int64)."""
+
+SpeciesIndex = namedtuple("SpeciesIndex", ["il2", "ifna", "drug"])
+SpeciesIndex.__doc__ = """Rows of the concentration array holding the species the cell rules sense."""
+
+ExchangeTable = namedtuple(
+    "ExchangeTable", ["uptake_per_min", "uptake_saturation", "secretion_per_min", "gate", "max_kills"]
+)
+ExchangeTable.__doc__ = """Cell type x species tables (float64/int8 (n_types, n_species)): uptake rate constant at low
+concentration (1/min), Michaelis-Menten K_m (species units), secretion (species units per min added to the cell's
+site), and the gate that opens it (GATE_ALWAYS or GATE_ACTIVATED); max_kills (int64 (n_types,)) closes the
+activated gate of an exhausted cell."""

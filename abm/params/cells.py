@@ -1,0 +1,210 @@
+"""Cell-type rules: tumour, CTL, NK and LAK cells (docs/model.md, submodels). Receptor uptake and secretion of
+each diffusing species are properties of the species (:mod:`abm.params.species`), one table row per cell type."""
+
+from __future__ import annotations
+
+from abm.params.core import Group, P
+
+
+class TumourParams(Group):
+    ifn_prolif_half_pM: float = P(
+        50.0,
+        "pM",
+        "IFN-alpha that halves the division rate: factor 1/(1 + F/K)",
+        gt=0,
+        symbol="K_F,prolif",
+        source="SCIENCE.md s4",
+    )
+    mhc_ifn_half_pM: float = P(
+        10.0,
+        "pM",
+        "IFN-alpha giving half of the MHC-I up-regulation",
+        gt=0,
+        symbol="K_F,MHC",
+        source="estimate (about the s.c. plasma peak, 9 pM)",
+    )
+    mhc_relax_time_h: float = P(
+        24.0,
+        "h",
+        "time constant of MHC-I relaxing toward its IFN-driven target",
+        gt=0,
+        symbol="tau_MHC",
+        source="SCIENCE.md s4",
+    )
+    drug_kill_per_uM_per_min: float = P(
+        5e-6,
+        "1/(uM min)",
+        "drug kill rate of a cycling tumour cell: p = 1 - exp(-k C dt)",
+        ge=0,
+        symbol="k_drug",
+        source="calibrated: about one log of the cycling rim per 4 weekly 5-FU doses (docs/therapy.md)",
+    )
+    death_rate_per_day: float = P(0.0, "1/day", "spontaneous tumour cell death", ge=0, le=100)
+
+
+class CTLParams(Group):
+    recruit_per_vessel_per_day: float = P(
+        0.01,
+        "1/day",
+        "CTL entry rate per vessel site at saturating tumour burden",
+        ge=0,
+        le=100,
+        symbol="r_CTL",
+        source="calibrated (untreated tumours escape)",
+    )
+    recruit_tumour_half_cells: float = P(
+        1000.0, "cells", "tumour burden giving half-maximal CTL priming", gt=0, symbol="K_N", source="estimate"
+    )
+    il2_recruit_boost: float = P(
+        4.0,
+        "-",
+        "maximal extra fold-recruitment driven by plasma IL-2",
+        ge=0,
+        le=1000,
+        symbol="a_sys",
+        source="estimate",
+    )
+    il2_recruit_half_pM: float = P(
+        200.0, "pM", "plasma IL-2 giving half of the recruitment boost", gt=0, symbol="K_sys", source="estimate"
+    )
+    speed_um_per_min: float = P(8.0, "um/min", "migration speed", ge=0, le=100, symbol="v_CTL", source="SCIENCE.md s4")
+    tumour_bias: float = P(
+        1.0,
+        "-",
+        "strength of the bias of each move toward the tumour (0 = unbiased random walk)",
+        ge=0,
+        le=20,
+        symbol="beta",
+        source="choice: surrogate for a chemokine gradient",
+    )
+    kill_prob: float = P(
+        0.05,
+        "-",
+        "kill probability per attempt at MHC-I m = 1 (p = p_CTL m)",
+        ge=0,
+        le=1,
+        symbol="p_CTL",
+        source="2-16 kills/day in vivo (SCIENCE.md s4)",
+    )
+    max_kills: int = P(
+        10, "kills", "kills after which a CTL is exhausted", ge=1, le=10**6, symbol="n_max,CTL", source="SCIENCE.md s4"
+    )
+    secretion_window_h: float = P(
+        8.0,
+        "h",
+        "an engaged CTL stays activated (secretes IL-2, can proliferate) this long after its last engagement",
+        ge=0,
+        le=1000,
+        symbol="T_sec",
+        source="SCIENCE.md s4",
+    )
+    prolif_requires_activation: bool = P(
+        True,
+        "-",
+        "only CTL activated by an engagement (within their secretion window) proliferate on IL-2",
+        source="choice: the high-affinity IL-2 receptor (CD25) is expressed after TCR activation",
+    )
+    prolif_time_h: float = P(
+        12.0, "h", "mean time to divide at saturating IL-2", gt=0, symbol="tau_prolif", source="SCIENCE.md s4"
+    )
+    il2_prolif_half_pM: float = P(
+        10.0,
+        "pM",
+        "IL-2 giving half-maximal proliferation (high-affinity receptor)",
+        gt=0,
+        symbol="K_I,prolif",
+        source="SCIENCE.md s4",
+    )
+    lifespan_days: float = P(5.0, "day", "mean natural lifespan", gt=0, symbol="T_CTL", source="SCIENCE.md s4")
+    aicd_rate_per_day: float = P(
+        2.0,
+        "1/day",
+        "maximal activation-induced death rate of an engaged CTL under high IL-2",
+        ge=0,
+        le=1000,
+        symbol="k_AICD",
+        source="estimate",
+    )
+    aicd_half_pM: float = P(
+        1000.0, "pM", "IL-2 giving half-maximal AICD", gt=0, symbol="K_AICD", source="SCIENCE.md s4"
+    )
+
+
+class NKParams(Group):
+    recruit_per_vessel_per_day: float = P(
+        0.005, "1/day", "NK entry rate per vessel site", ge=0, le=100, symbol="r_NK", source="calibrated"
+    )
+    il2_recruit_boost: float = P(
+        4.0, "-", "maximal extra fold-recruitment driven by plasma IL-2", ge=0, le=1000, source="estimate"
+    )
+    il2_recruit_half_pM: float = P(200.0, "pM", "plasma IL-2 giving half of the boost", gt=0, source="estimate")
+    speed_um_per_min: float = P(8.0, "um/min", "migration speed", ge=0, le=100, source="estimate (as CTL)")
+    tumour_bias: float = P(1.0, "-", "bias of each move toward the tumour", ge=0, le=20, source="choice")
+    kill_prob: float = P(
+        0.05,
+        "-",
+        "kill probability per attempt for m = 0 and full activation",
+        ge=0,
+        le=1,
+        symbol="p_NK",
+        source="estimate",
+    )
+    max_kills: int = P(10, "kills", "kills after which an NK cell stops killing", ge=1, le=10**6, source="estimate")
+    baseline_activation: float = P(
+        0.2, "-", "activation of a resting NK cell", ge=0, le=1, symbol="A_0", source="estimate"
+    )
+    il2_activation_half_pM: float = P(
+        2000.0,
+        "pM",
+        "IL-2 giving half-maximal activation (intermediate-affinity receptor)",
+        gt=0,
+        symbol="K_A,IL2",
+        source="SCIENCE.md s4",
+    )
+    ifn_activation_half_pM: float = P(
+        20.0, "pM", "IFN-alpha giving half-maximal activation", gt=0, symbol="K_A,IFN", source="estimate"
+    )
+    lak_threshold_pM: float = P(
+        1000.0,
+        "pM",
+        "local IL-2 above which exposure toward LAK conversion accumulates",
+        gt=0,
+        symbol="theta_LAK",
+        source="SCIENCE.md s4 (100-1,000 IU/mL)",
+    )
+    lak_exposure_h: float = P(
+        72.0,
+        "h",
+        "cumulative exposure above the threshold that converts an NK cell to LAK",
+        gt=0,
+        symbol="T_LAK",
+        source="SCIENCE.md s4 (3-5 days)",
+    )
+    lifespan_days: float = P(10.0, "day", "mean natural lifespan", gt=0, source="estimate (NK half-life 1-2 weeks)")
+
+
+class LAKParams(Group):
+    kill_prob: float = P(
+        0.1,
+        "-",
+        "kill probability per attempt on any adjacent tumour cell (MHC-independent)",
+        ge=0,
+        le=1,
+        symbol="p_LAK",
+        source="estimate",
+    )
+    max_kills: int = P(20, "kills", "kills after which a LAK cell stops killing", ge=1, le=10**6, source="estimate")
+    speed_um_per_min: float = P(8.0, "um/min", "migration speed", ge=0, le=100, source="estimate")
+    tumour_bias: float = P(1.0, "-", "bias of each move toward the tumour", ge=0, le=20, source="choice")
+    withdrawal_threshold_pM: float = P(
+        100.0,
+        "pM",
+        "local IL-2 below which a LAK cell dies of cytokine withdrawal",
+        ge=0,
+        symbol="theta_wd",
+        source="SCIENCE.md s4",
+    )
+    withdrawal_death_per_day: float = P(
+        1.0, "1/day", "death rate below the withdrawal threshold", ge=0, le=1000, source="estimate"
+    )
+    lifespan_days: float = P(10.0, "day", "mean natural lifespan with IL-2", gt=0, source="estimate")

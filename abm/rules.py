@@ -1,0 +1,177 @@
+"""From the parameter tree to the records the kernels take: per-step rule quantities, the cell x species exchange
+tables and the species rows. No kernel holds a biological number; every one arrives through these records."""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+import numpy as np
+
+from abm.kernels import cells as K
+from abm.kernels.exchange import GATE_ACTIVATED, GATE_ALWAYS
+from abm.kernels.records import ExchangeTable, SpeciesIndex
+from abm.params import Params
+from abm.units import molecules_to_conc
+
+MIN_PER_DAY = 1440.0
+
+TYPE_CODES = {"tumour": K.TUMOUR, "ctl": K.CTL, "nk": K.NK, "lak": K.LAK}
+"""Cell-type names of the parameter tree -> kernel type codes."""
+
+
+# One record per cell type: fields named after the parameter-tree fields they come from, units in the names;
+# ``_per_step`` marks a probability or amount per agent step. A new rule parameter is a field in its group
+# (abm/params/cells.py), a field here and its use in the kernel and the reference model.
+TumourRules = namedtuple(
+    "TumourRules",
+    [
+        "division_prob_per_step",  # dt / patient.tumour_division_time_h (capped at 1)
+        "ifn_prolif_half_pM",
+        "mhc_baseline",  # patient.mhc_baseline
+        "mhc_ifn_half_pM",
+        "mhc_relax_per_step",  # 1 - exp(-dt / tumour.mhc_relax_time_h)
+        "drug_kill_per_uM_per_min",
+        "death_prob_per_step",  # from tumour.death_rate_per_day
+    ],
+)
+
+CTLRules = namedtuple(
+    "CTLRules",
+    [
+        "death_prob_per_step",  # from ctl.lifespan_days
+        "moves_per_step",  # ctl.speed_um_per_min * dt / h
+        "tumour_bias",
+        "kill_prob",
+        "max_kills",
+        "secretion_window_min",  # ctl.secretion_window_h
+        "prolif_prob_max_per_step",  # dt / ctl.prolif_time_h (capped at 1)
+        "il2_prolif_half_pM",
+        "prolif_requires_activation",
+        "aicd_rate_per_min",  # ctl.aicd_rate_per_day
+        "aicd_half_pM",
+    ],
+)
+
+NKRules = namedtuple(
+    "NKRules",
+    [
+        "death_prob_per_step",  # from nk.lifespan_days
+        "moves_per_step",
+        "tumour_bias",
+        "kill_prob",
+        "max_kills",
+        "baseline_activation",
+        "il2_activation_half_pM",
+        "ifn_activation_half_pM",
+        "lak_threshold_pM",
+        "lak_exposure_min",  # nk.lak_exposure_h
+    ],
+)
+
+LAKRules = namedtuple(
+    "LAKRules",
+    [
+        "death_prob_per_step",  # from lak.lifespan_days
+        "moves_per_step",
+        "tumour_bias",
+        "kill_prob",
+        "max_kills",
+        "withdrawal_threshold_pM",
+        "withdrawal_death_prob_per_step",  # from lak.withdrawal_death_per_day
+    ],
+)
+
+CellRules = namedtuple("CellRules", ["dt_min", "species", "tumour", "ctl", "nk", "lak"])
+CellRules.__doc__ = """Everything the cell step needs: the agent step (min), the species rows, one record per type."""
+
+
+def _p(rate_per_min: float, dt: float) -> float:
+    """Probability of at least one event of a Poisson process in one step."""
+    return float(-np.expm1(-rate_per_min * dt))
+
+
+def species_index(p: Params) -> SpeciesIndex:
+    names = p.species_names
+    return SpeciesIndex(il2=names.index("il2"), ifna=names.index("ifna"), drug=names.index("drug"))
+
+
+def cell_rules(p: Params) -> CellRules:
+    """The per-step quantities of every cell rule, one record per cell type."""
+    dt = p.time.dt_min
+    h = p.lattice.spacing_um
+    day = MIN_PER_DAY
+    tumour = TumourRules(
+        division_prob_per_step=min(1.0, dt / (p.patient.tumour_division_time_h * 60.0)),
+        ifn_prolif_half_pM=p.tumour.ifn_prolif_half_pM,
+        mhc_baseline=p.patient.mhc_baseline,
+        mhc_ifn_half_pM=p.tumour.mhc_ifn_half_pM,
+        mhc_relax_per_step=_p(1.0 / (p.tumour.mhc_relax_time_h * 60.0), dt),
+        drug_kill_per_uM_per_min=p.tumour.drug_kill_per_uM_per_min,
+        death_prob_per_step=_p(p.tumour.death_rate_per_day / day, dt),
+    )
+    ctl = CTLRules(
+        death_prob_per_step=_p(1.0 / (p.ctl.lifespan_days * day), dt),
+        moves_per_step=p.ctl.speed_um_per_min * dt / h,
+        tumour_bias=p.ctl.tumour_bias,
+        kill_prob=p.ctl.kill_prob,
+        max_kills=p.ctl.max_kills,
+        secretion_window_min=p.ctl.secretion_window_h * 60.0,
+        prolif_prob_max_per_step=min(1.0, dt / (p.ctl.prolif_time_h * 60.0)),
+        il2_prolif_half_pM=p.ctl.il2_prolif_half_pM,
+        prolif_requires_activation=p.ctl.prolif_requires_activation,
+        aicd_rate_per_min=p.ctl.aicd_rate_per_day / day,
+        aicd_half_pM=p.ctl.aicd_half_pM,
+    )
+    nk = NKRules(
+        death_prob_per_step=_p(1.0 / (p.nk.lifespan_days * day), dt),
+        moves_per_step=p.nk.speed_um_per_min * dt / h,
+        tumour_bias=p.nk.tumour_bias,
+        kill_prob=p.nk.kill_prob,
+        max_kills=p.nk.max_kills,
+        baseline_activation=p.nk.baseline_activation,
+        il2_activation_half_pM=p.nk.il2_activation_half_pM,
+        ifn_activation_half_pM=p.nk.ifn_activation_half_pM,
+        lak_threshold_pM=p.nk.lak_threshold_pM,
+        lak_exposure_min=p.nk.lak_exposure_h * 60.0,
+    )
+    lak = LAKRules(
+        death_prob_per_step=_p(1.0 / (p.lak.lifespan_days * day), dt),
+        moves_per_step=p.lak.speed_um_per_min * dt / h,
+        tumour_bias=p.lak.tumour_bias,
+        kill_prob=p.lak.kill_prob,
+        max_kills=p.lak.max_kills,
+        withdrawal_threshold_pM=p.lak.withdrawal_threshold_pM,
+        withdrawal_death_prob_per_step=_p(p.lak.withdrawal_death_per_day / day, dt),
+    )
+    return CellRules(dt_min=dt, species=species_index(p), tumour=tumour, ctl=ctl, nk=nk, lak=lak)
+
+
+def exchange_table(p: Params) -> ExchangeTable:
+    """Cell type x species uptake and secretion, from ``species.<name>.cells`` (species in solver order)."""
+    names = p.species_names
+    shape = (K.N_TYPES, len(names))
+    up = np.zeros(shape)
+    km = np.ones(shape)
+    sec = np.zeros(shape)
+    gate = np.zeros(shape, dtype=np.int8)
+    h = p.lattice.spacing_um
+    for j, sp in enumerate(names):
+        spec = p.species[sp]
+        for cell_type, ex in spec.cells.items():
+            t = TYPE_CODES[cell_type]
+            up[t, j] = ex.uptake_per_min
+            km[t, j] = ex.uptake_saturation
+            sec[t, j] = ex.secretion_molecules_per_s * 60.0 * molecules_to_conc(h, spec.units)
+            gate[t, j] = GATE_ACTIVATED if ex.secretes_when == "activated" else GATE_ALWAYS
+    max_kills = np.zeros(K.N_TYPES, dtype=np.int64)
+    max_kills[K.CTL] = p.ctl.max_kills
+    max_kills[K.NK] = p.nk.max_kills
+    max_kills[K.LAK] = p.lak.max_kills
+    return ExchangeTable(up, km, sec, gate, max_kills)
+
+
+def exchanged_species(table: ExchangeTable) -> list[int]:
+    """Rows of the species that some cell type takes up or secretes (their uptake/source rows are refilled each
+    step; the others stay zero)."""
+    active = (table.uptake_per_min > 0).any(axis=0) | (table.secretion_per_min > 0).any(axis=0)
+    return [int(j) for j in np.flatnonzero(active)]
