@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from tqdm import tqdm
 
 from abm.io import TrajectoryWriter
 from abm.observables import run_summary
@@ -196,8 +197,6 @@ class ProgressReporter:
         return every(self.every, last_step), frozenset({"counts"})
 
     def begin(self, info: Any) -> None:
-        from tqdm import tqdm
-
         self.bar = tqdm(
             total=info.n_steps,
             disable=not self.enabled,

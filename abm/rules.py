@@ -167,11 +167,12 @@ def exchange_table(p: Params) -> ExchangeTable:
     max_kills[K.CTL] = p.ctl.max_kills
     max_kills[K.NK] = p.nk.max_kills
     max_kills[K.LAK] = p.lak.max_kills
-    return ExchangeTable(up, km, sec, gate, max_kills)
+    active = (up > 0) | (sec > 0)
+    rows = np.flatnonzero(active.any(axis=0)).astype(np.int64)
+    return ExchangeTable(up, km, sec, gate, max_kills, rows, active.any(axis=1))
 
 
 def exchanged_species(table: ExchangeTable) -> list[int]:
     """Rows of the species that some cell type takes up or secretes (their uptake/source rows are refilled each
     step; the others stay zero)."""
-    active = (table.uptake_per_min > 0).any(axis=0) | (table.secretion_per_min > 0).any(axis=0)
-    return [int(j) for j in np.flatnonzero(active)]
+    return [int(j) for j in table.rows]

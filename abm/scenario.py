@@ -30,6 +30,7 @@ from pydantic import Field
 from abm.errors import ParameterError
 from abm.params import Params
 from abm.params.core import Group, Layer, P, defaults_of, merge, read_toml, set_layer, set_layers, validate_merged
+from abm.therapy import Therapy
 from abm.therapy.regimen import Regimen, check_regimen
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
@@ -205,8 +206,6 @@ class Scenario:
 
     def make_therapy(self):
         """The therapy driver for this scenario's regimen, or None when untreated."""
-        from abm.therapy import Therapy
-
         r = self.regimen
         if r is None or (not r.doses and not r.transfers):
             return None

@@ -23,8 +23,10 @@ from typing import Any
 import numpy as np
 
 from abm.io.schema import ObservableSpec, SpeciesSpec
+from abm.model import Model
 from abm.params import Params
 from abm.provenance import provenance
+from abm.reporters import ProgressReporter, RecorderReporter, TrajectoryReporter
 from abm.scenario import Scenario
 from abm.state import CELL_TYPES
 
@@ -255,9 +257,6 @@ def run(
     back to the scenario's ``run.seed``, then to a fresh one that is recorded. ``sets`` are ``key=value`` strings,
     ``values`` typed overrides (``{"ctl.kill_prob": 0.1}``).
     """
-    from abm.model import Model
-    from abm.reporters import ProgressReporter, RecorderReporter, TrajectoryReporter
-
     if not isinstance(scenario, Scenario):
         scenario = Scenario.default() if scenario is None else Scenario.load(scenario)
     extra = dict(values or {})

@@ -20,13 +20,12 @@ def fill_exchange(t, table):
     secretion (conc/min) at every site holding a cell whose type exchanges a species. Only those sites are
     touched; the caller zeroes the rows of the species that any type exchanges."""
     c = t.cells
-    ns = t.conc.shape[0]
     for i in range(c.n[0]):
         kind = c.ctype[i]
-        if kind == EMPTY:
+        if kind == EMPTY or not table.type_exchanges[kind]:
             continue
         s = c.site[i]
-        for sp in range(ns):
+        for sp in table.rows:
             k = table.uptake_per_min[kind, sp]
             if k > 0.0:
                 t.uptake[sp, s] = k / (1.0 + t.conc[sp, s] / table.uptake_saturation[kind, sp])

@@ -44,9 +44,11 @@ SpeciesIndex = namedtuple("SpeciesIndex", ["il2", "ifna", "drug"])
 SpeciesIndex.__doc__ = """Rows of the concentration array holding the species the cell rules sense."""
 
 ExchangeTable = namedtuple(
-    "ExchangeTable", ["uptake_per_min", "uptake_saturation", "secretion_per_min", "gate", "max_kills"]
+    "ExchangeTable",
+    ["uptake_per_min", "uptake_saturation", "secretion_per_min", "gate", "max_kills", "rows", "type_exchanges"],
 )
 ExchangeTable.__doc__ = """Cell type x species tables (float64/int8 (n_types, n_species)): uptake rate constant at low
 concentration (1/min), Michaelis-Menten K_m (species units), secretion (species units per min added to the cell's
 site), and the gate that opens it (GATE_ALWAYS or GATE_ACTIVATED); max_kills (int64 (n_types,)) closes the
-activated gate of an exhausted cell."""
+activated gate of an exhausted cell; rows (int64): the species some type exchanges; type_exchanges (bool
+(n_types,)): whether a type exchanges any species (the others are skipped)."""

@@ -46,6 +46,7 @@ from abm.kernels.cells import NK as NK_CODE
 from abm.kernels.cells import TUMOUR as TUMOUR_CODE
 from abm.kernels.exchange import GATE_ALWAYS
 from abm.rules import cell_rules, exchange_table, exchanged_species
+from abm.scenario import Scenario
 from abm.state import initial_state
 
 
@@ -301,8 +302,6 @@ class ReferenceModel(Model):
     """
 
     def __init__(self, scenario: Any = None, *, seed: int = 0, sets: list[str] | None = None) -> None:
-        from abm.scenario import Scenario
-
         super().__init__(seed=seed)
         if scenario is None:
             scenario = Scenario.default()

@@ -37,11 +37,12 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from abm.errors import ParameterError
+from abm.params import Params
 from abm.params.core import Group, Layer, P, build, read_toml
 from abm.therapy import pk as _pk
 
 if TYPE_CHECKING:  # pragma: no cover
-    from abm.params import DrugPK, Params
+    from abm.params import DrugPK
 
 MIN_PER_DAY = 1440.0
 
@@ -271,11 +272,7 @@ class Regimen(Group):
 
 
 def _default_params(params: Params | None) -> Params:
-    if params is not None:
-        return params
-    from abm.params import Params
-
-    return Params()
+    return params if params is not None else Params()
 
 
 class RegimenDoc(Group):
