@@ -31,11 +31,31 @@ MAGIC = {".png": b"\x89PNG", ".pdf": b"%PDF", ".svg": b"<?xml"}
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """A tiny 2D high-dose IL-2 run (1.5 days) and a tiny 3D IL-2 + IFN-alpha + 5-FU run (0.5 days), on disk."""
+    """A tiny 2D high-dose IL-2 run (1.5 days) and a tiny 3D IL-2 + IFN-alpha + 5-FU run (2.5 days: IFN-alpha from
+    day 0, IL-2 from day 2, no 5-FU before week 5), on disk."""
     d = tmp_path_factory.mktemp("viz")
     abm.run("high_dose_il2", out=d / "r2.h5", seed=3, days=1.5, sets=TINY_2D, snapshot_every_min=SNAP_MIN)
-    abm.run("il2_ifna_5fu", out=d / "r3.h5", seed=3, days=0.5, sets=TINY_3D, snapshot_every_min=SNAP_MIN)
+    abm.run("il2_ifna_5fu", out=d / "r3.h5", seed=3, days=2.5, sets=TINY_3D, snapshot_every_min=SNAP_MIN)
     return abm.load(d / "r2.h5"), abm.load(d / "r3.h5")
+
+
+CR_SETS = TINY_2D[:2] + [
+    "init.tumour_radius_um=80",
+    "ctl.recruit_per_vessel_per_day=5",
+    "ctl.kill_prob=0.3",
+    "nk.recruit_per_vessel_per_day=5",
+    "nk.kill_prob=0.3",
+]
+
+
+@pytest.fixture(scope="module")
+def cr_run(tmp_path_factory):
+    """A tiny run that ends in a complete response (strong killers): tumour gone by day 0.23 of 2."""
+    d = tmp_path_factory.mktemp("viz_cr")
+    abm.run("high_dose_il2", out=d / "cr.h5", seed=3, days=2.0, sets=CR_SETS, snapshot_every_min=SNAP_MIN)
+    run = abm.load(d / "cr.h5")
+    assert run.summary["best_response"] == "CR" and run.observables["n_tumour"][-1] == 0
+    return run
 
 
 @pytest.fixture(autouse=True)
@@ -50,6 +70,10 @@ def legend_texts(legend) -> list[str]:
 
 def colourbar_labels(fig) -> list[str]:
     return [a.get_ylabel() for a in fig.axes if a.get_label() == "<colorbar>"]
+
+
+def empty_notes(ax) -> list[str]:
+    return [t.get_text() for t in ax.texts if t.get_gid() == "empty-field-note"]
 
 
 def assert_saves(fig, tmp_path: Path, stem: str) -> None:
@@ -105,7 +129,9 @@ def test_snapshot_units_contours_and_bad_input(runs):
     ax = fig.axes[0]
     assert ax.get_xlabel() == "x (µm)"
     assert ax.get_xlim()[1] == pytest.approx(40 * r2.spacing_um)
-    assert colourbar_labels(fig) == ["IFN-alpha (pM)"]
+    # high-dose IL-2 gives no IFN-alpha: no made-up colour range, a note instead
+    assert colourbar_labels(fig) == []
+    assert empty_notes(ax) == ["no IFN-alpha in the tissue\n(0 pM everywhere)"]
     with pytest.raises(ValueError, match="no field 'foo'; allowed: il2, ifna, drug"):
         viz.snapshot_figure(r2, field="foo")
     with pytest.raises(ValueError, match="outside the snapshots, allowed 0 to 1.5 days"):
@@ -116,20 +142,44 @@ def test_snapshot_units_contours_and_bad_input(runs):
         viz.snapshot_figure(r2, field="il2", overlay="blob")
 
 
-def test_fields_panels_units_and_shared_scale(runs, tmp_path):
+def test_fields_panels_units_and_empty_fields(runs, tmp_path):
     r2, _ = runs
     fig = viz.fields_figure(r2, shared=True, log=False)
     main = [a for a in fig.axes if a.get_label() != "<colorbar>"]
     assert [a.get_title() for a in main] == ["IL-2", "IFN-alpha", "drug"]
-    assert colourbar_labels(fig) == ["IL-2 (pM)", "IFN-alpha (pM)", "drug (uM)"]
-    # shared: IL-2 and IFN-alpha (both pM) on one scale, the maximum of the two
-    n_il2, n_ifna = main[0].images[0].norm, main[1].images[0].norm
-    assert n_il2.vmax == n_ifna.vmax
+    # high-dose IL-2 gives neither IFN-alpha nor drug: those panels are drawn empty with a note, no colour bar
+    assert colourbar_labels(fig) == ["IL-2 (pM)"]
+    assert empty_notes(main[0]) == []
+    assert empty_notes(main[1]) == ["no IFN-alpha in the tissue\n(0 pM everywhere)"]
+    assert empty_notes(main[2]) == ["no drug in the tissue\n(0 uM everywhere)"]
+    assert len(main[1].images) == 0 and len(main[2].images) == 0
     i = r2.n_snapshots - 1
-    assert n_il2.vmax == pytest.approx(max(r2.field("il2", i).max(), r2.field("ifna", i).max()), rel=1e-6)
-    apart = viz.fields_figure(r2, shared=False)
-    assert apart.axes[0].images[0].norm.vmax == pytest.approx(float(r2.field("il2", i).max()), rel=1e-6)
+    assert main[0].images[0].norm.vmax == pytest.approx(float(r2.field("il2", i).max()), rel=1e-6)
     assert_saves(fig, tmp_path, "fields")
+
+
+def test_fields_shared_scale_joins_panels_of_equal_units(runs):
+    _, r3 = runs  # IL-2 + IFN-alpha + 5-FU: IL-2 and IFN-alpha both in pM
+    i = r3.n_snapshots - 1
+    mid = {n: r3.field(n, i)[r3.shape_xyz[2] // 2] for n in r3.species}
+    assert mid["il2"].max() > 0 and mid["ifna"].max() > 0 and mid["drug"].max() == 0
+    fig = viz.fields_figure(r3, shared=True)
+    main = [a for a in fig.axes if a.get_label() != "<colorbar>"]
+    n_il2, n_ifna = (a.images[0].norm for a in main[:2])
+    assert n_il2.vmax == n_ifna.vmax == pytest.approx(max(mid["il2"].max(), mid["ifna"].max()), rel=1e-6)
+    assert len(main[2].images) == 0 and empty_notes(main[2])
+    apart = viz.fields_figure(r3, shared=False)
+    assert apart.axes[0].images[0].norm.vmax == pytest.approx(float(mid["il2"].max()), rel=1e-6)
+
+
+def test_log_colour_scale_spans_at_least_a_decade():
+    near_uniform = np.full((10, 10), 1.19)
+    near_uniform[0, 0] = 1.165  # the 1.165-1.19 pM colour bar that magnified noise
+    norm = st.field_norm(near_uniform, log=True)
+    assert norm.vmax == pytest.approx(1.19) and norm.vmax / norm.vmin == pytest.approx(10.0)
+    wide = np.geomspace(1e-9, 1e3, 100)
+    norm = st.field_norm(wide, log=True)
+    assert norm.vmax / norm.vmin == pytest.approx(st.LOG_DYNAMIC_RANGE)
 
 
 def test_dashboard_panels_thresholds_and_dose_markers(runs, tmp_path):
@@ -153,18 +203,75 @@ def test_dashboard_panels_thresholds_and_dose_markers(runs, tmp_path):
     hlines = sorted(line.get_ydata()[0] for line in tox.lines[1:3])
     assert hlines == [pat.toxicity_hold_threshold, pat.toxicity_dlt_threshold]
     assert legend_texts(ax["kills by killer"].get_legend()) == ["CTL", "NK", "LAK", "drug"]
-    # every dose event is drawn, and the legend counts them
-    plasma = ax["plasma levels and doses"]
+    # every dose event is drawn in the strip above the plasma panel, given and held on rows of their own
+    doses = ax["plasma levels and doses"]
     n_given, n_held = len(r2.events_of("dose_given")), len(r2.events_of("dose_held"))
     assert n_given > 0 and n_held > 0, "the tiny high-dose run should both give and hold doses"
-    marks = sum(len(line.get_xdata()) for line in plasma.lines if line.get_marker() in ("v", "x"))
-    assert marks == n_given + n_held
-    labels = legend_texts(plasma.get_legend())
-    assert f"dose given ({n_given})" in labels and f"dose held ({n_held})" in labels
+    given = [li for li in doses.lines if li.get_gid() == "dose_given"]
+    held = [li for li in doses.lines if li.get_gid() == "dose_held"]
+    assert sum(len(li.get_xdata()) for li in given) == n_given
+    assert sum(len(li.get_xdata()) for li in held) == n_held
+    assert {li.get_ydata()[0] for li in given}.isdisjoint({li.get_ydata()[0] for li in held})
+    assert given[0].get_marker() != held[0].get_marker()
+    assert matplotlib.colors.to_hex(given[0].get_color()) != matplotlib.colors.to_hex(held[0].get_color())
+    rows = [t.get_text() for t in doses.get_yticklabels()]
+    assert f"IL-2 given ({n_given})" in rows and f"IL-2 held ({n_held})" in rows
+    lo, hi = doses.get_ylim()
+    for li in given + held:  # inside their own axes, not over the title
+        assert li.get_clip_on() and li.get_transform() == doses.transData
+        assert np.all((np.asarray(li.get_ydata()) > lo) & (np.asarray(li.get_ydata()) < hi))
+    # the plasma axis: log, from four decades below the peak (not down to 1e-12 pM)
+    plasma = next(a for a in fig.axes if a.get_ylabel() == "plasma (pM, log)")
+    assert plasma.get_yscale() == "log"
+    peak = float(np.max(r2.observables["plasma_il2"]))
+    ymin, ymax = plasma.get_ylim()
+    assert ymin == pytest.approx(peak / st.LOG_DYNAMIC_RANGE) and peak <= ymax <= 3 * peak
+    assert legend_texts(plasma.get_legend()) == ["IL-2 (pM)"]
     # kills panel is cumulative: the last value is the run's total
     kills = ax["kills by killer"].lines[1].get_ydata()
     assert kills[-1] == pytest.approx(r2.summary["total_kills_nk"])
+    # the lattice colour bar spans at least a decade
+    cbar = [a for a in fig.axes if a.get_label() == "<colorbar>"]
+    assert len(cbar) == 1
+    norm = [a for a in fig.axes if a.get_title().startswith("high_dose_il2: day")][0].images[0].norm
+    assert norm.vmax / norm.vmin >= 10.0 - 1e-9
     assert_saves(fig, tmp_path, "dashboard")
+
+
+def test_recist_panel_after_a_complete_response(cr_run):
+    fig = viz.dashboard_figure(cr_run)
+    ax = next(a for a in fig.axes if a.get_title() == "tumour size (RECIST)")
+    t_cr = float(cr_run.summary["time_to_eradication_day"])
+    t_end = float(cr_run.time_min[-1]) / 1440.0
+    assert 0 < t_cr < t_end / 2
+    # progression is not shaded once the tumour is gone (the nadir is then 0: every diameter would be "growth")
+    prog = [c for c in ax.collections if c.get_gid() == "recist-progression"]
+    assert len(prog) == 1
+    xs = np.concatenate([p.vertices[:, 0] for p in prog[0].get_paths()])
+    assert xs.max() <= t_cr + 1e-9
+    # the complete response is shaded as such, from eradication to the end
+    cr = [p for p in ax.patches if p.get_gid() == "recist-complete-response"]
+    assert cr, "no complete-response span"
+    x0 = min(p.get_x() for p in cr)
+    x1 = max(p.get_x() + p.get_width() for p in cr)
+    assert x0 == pytest.approx(t_cr) and x1 == pytest.approx(t_end)
+    assert "complete response (no tumour cells)" in legend_texts(ax.get_legend())
+
+
+def test_dashboard_lattice_after_a_complete_response_shows_the_tumour(cr_run):
+    fig = viz.dashboard_figure(cr_run)
+    tum = st.tumour_at_snapshots(cr_run)
+    assert tum[-1] == 0 and tum.max() > 0
+    i = int(np.flatnonzero(tum > 0)[-1])
+    lat = next(a for a in fig.axes if a.get_title().startswith("high_dose_il2: day"))
+    assert f"day {cr_run.snapshot_time_min[i] / 1440.0:.2f}" in lat.get_title()
+    assert "last snapshot with tumour cells" in lat.get_title()
+    cells = np.ma.filled(lat.images[-1].get_array(), st.EMPTY)
+    assert np.count_nonzero(cells == st.TUMOUR) == int(tum[i])
+    # an explicit time is honoured
+    fig = viz.dashboard_figure(cr_run, time_day=2.0)
+    lat = next(a for a in fig.axes if a.get_title().startswith("high_dose_il2: day"))
+    assert lat.get_title() == "high_dose_il2: day 2.00"
 
 
 # ---------------------------------------------------------------- 3D figures
@@ -172,7 +279,7 @@ def test_dashboard_panels_thresholds_and_dose_markers(runs, tmp_path):
 
 def test_slices_3d_panels_legend_colourbar(runs, tmp_path):
     _, r3 = runs
-    fig = viz.snapshot_figure(r3, field="drug")  # a 3D run gives the slices figure
+    fig = viz.snapshot_figure(r3, field="ifna")  # a 3D run gives the slices figure
     main = [a for a in fig.axes if a.get_label() != "<colorbar>"]
     titles = [a.get_title() for a in main]
     assert titles == [
@@ -182,9 +289,13 @@ def test_slices_3d_panels_legend_colourbar(runs, tmp_path):
         "projection along z (immune over tumour)",
     ]
     assert legend_texts(fig.legends[0]) == CELL_LEGEND
-    assert colourbar_labels(fig) == ["drug (uM)"]
+    assert colourbar_labels(fig) == ["IFN-alpha (pM)"]
     assert main[1].get_ylabel() == "z (mm)"
     assert_saves(fig, tmp_path, "slices")
+    # no 5-FU before week 5: the drug field is drawn as empty, not on an invented 0-1 scale
+    fig = viz.snapshot_figure(r3, field="drug")
+    main = [a for a in fig.axes if a.get_label() != "<colorbar>"]
+    assert colourbar_labels(fig) == [] and empty_notes(main[0]) == ["no drug in the tissue\n(0 uM everywhere)"]
 
 
 def test_projection_puts_immune_cells_over_tumour():
@@ -214,8 +325,8 @@ def test_compare_shared_scales_and_aligned_time(runs, tmp_path):
     fig = viz.compare_figure([r2, r3], ["hd", "combo"], field="il2")
     lattices = [a for a in fig.axes if a.get_title().startswith(("hd", "combo"))]
     assert len(lattices) == 2
-    # aligned time: both lattices at the last time both runs reached (0.5 days)
-    assert all("day 0.50" in a.get_title() for a in lattices)
+    # aligned time: both lattices at the last time both runs reached (1.5 days)
+    assert all("day 1.50" in a.get_title() for a in lattices)
     # one shared field colour scale
     norms = [a.images[0].norm for a in lattices]
     assert norms[0] is norms[1]
@@ -230,6 +341,38 @@ def test_compare_shared_scales_and_aligned_time(runs, tmp_path):
 
 
 # ---------------------------------------------------------------- animation
+
+
+def test_animation_colour_range_is_the_true_field_range(runs, tmp_path, monkeypatch):
+    import sys
+
+    animate_mod = sys.modules["abm.viz.animate"]  # (abm.viz.animate is also the name of the function)
+    r2, r3 = runs
+    allv = r2.fields("il2").astype(float)  # every frame, every row
+    top, low = allv.max(), allv[allv > 0].min()
+    assert top > 0
+    norm = animate_mod.film_norm(r2, "il2", log=True)
+    assert norm.vmax == pytest.approx(top, rel=1e-6)
+    assert norm.vmin == pytest.approx(min(max(low, top / st.LOG_DYNAMIC_RANGE), top / 10), rel=1e-6)
+    assert norm.vmax / norm.vmin >= 10.0 - 1e-9  # a log range never collapses to a point
+    assert animate_mod.film_norm(r2, "il2", log=False).vmax == pytest.approx(top, rel=1e-6)
+    # 3D: the whole volume of every frame, not the first rows of a few frames
+    v3 = r3.fields("ifna")
+    assert animate_mod.field_range(r3, "ifna")[0] == pytest.approx(float(v3.max()), rel=1e-6)
+    # the film draws with that norm (over the frames it shows)
+    seen = []
+    real = animate_mod.draw_lattice
+
+    def spy(*a, **k):
+        seen.append(k.get("norm"))
+        return real(*a, **k)
+
+    monkeypatch.setattr(animate_mod, "draw_lattice", spy)
+    viz.animate(r2, tmp_path / "c.gif", field="il2", progress=False, max_frames=3)
+    shown = np.unique(np.linspace(0, r2.n_snapshots - 1, 3).round().astype(int))
+    assert seen[0].vmax == pytest.approx(float(allv[shown].max()), rel=1e-6)
+    # a field that is zero in every frame: no invented range
+    assert animate_mod.film_norm(r2, "ifna", log=True) is None
 
 
 def test_animation_gif_has_one_frame_per_snapshot(runs, tmp_path):
@@ -248,7 +391,7 @@ def test_animation_mp4_frames_and_3d(runs, tmp_path):
     out = viz.animate(r2, tmp_path / "a.mp4", fps=10, progress=False)
     n, _secs = imageio_ffmpeg.count_frames_and_secs(str(out))
     assert n == r2.n_snapshots
-    out = viz.animate(r3, tmp_path / "b.mp4", field="drug", max_frames=2, progress=False)
+    out = viz.animate(r3, tmp_path / "b.mp4", field="il2", max_frames=2, progress=False)
     n, _secs = imageio_ffmpeg.count_frames_and_secs(str(out))
     assert n == 2
     with pytest.raises(ValueError, match="allowed animation formats are .mp4, .gif"):
