@@ -453,36 +453,80 @@ def test_serve_command_is_local_by_default():
     cmd, env = serve_command("untreated", ["lattice.nx=30"], args.host, args.port)
     assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
     assert env["ABM_SERVE_SCENARIO"] == "untreated"
+    assert env["ABM_SERVE_LOOPBACK"] == "1"
+    assert serve_command(None, None, "0.0.0.0", 8000)[1]["ABM_SERVE_LOOPBACK"] == "0"
 
 
 # ---------------------------------------------------------------- interactive page
 
+PAGE_SETS = ("lattice.nx=30", "lattice.ny=30")
 
-def test_page_headless_step_advances_model():
+
+def test_page_model_is_an_adapter_not_an_abm_model():
+    import mesa
+
+    from abm.viz.app import PageModel
+
+    m = PageModel("il2_ifna", il2_dose_scale=0.5, ifna_on=False, seed=2, sets=PAGE_SETS)
+    assert isinstance(m, mesa.Model) and not isinstance(m, abm.Model)
+    assert isinstance(m.sim, abm.Model)  # composition: the page owns a model, it is not one
+    assert m.scenario.regimen.dose_scale.il2 == 0.5 and m.scenario.regimen.dose_scale.ifna == 0.0
+    on = PageModel("il2_ifna", ifna_on=True, sets=PAGE_SETS)
+    assert on.scenario.regimen.dose_scale.ifna == 1.0
+    # many steps per call, no drawing: a day in one call, a frame's worth of hours in another
+    n = m.run_to_day(1.0)
+    assert 1.0 <= m.time_day < 1.0 + 1.0 / 24 and n == m.step_index == m.steps
+    k = m.advance_hours(6)
+    assert k >= 1 and m.time_day == pytest.approx(1.25, abs=1e-9)
+    f = m.frame()
+    assert f.step_index == m.step_index and f.time_day == m.time_day
+    assert len(f.history["time_day"]) == m.step_index + 1
+    assert f.history["time_day"][-1] == pytest.approx(m.time_day)
+    assert f.codes.shape == (30, 30) and np.count_nonzero(f.codes == st.VESSEL_CODE) > 0
+    assert f.counts == m.sim.counts()
+    m.step()  # the frame is a copy: stepping on does not change it
+    assert len(f.history["time_day"]) == m.step_index
+
+
+def test_page_figures_plot_against_days_with_separate_plasma_and_toxicity_axes():
+    from abm.viz.app import PageModel, lattice_figure, series_figure
+
+    m = PageModel("il2_ifna", sets=PAGE_SETS)
+    m.run_to_day(2.5)  # IFN-alpha from day 0, IL-2 from day 2
+    fig = series_figure(m.frame())
+    cells, plasma, tox = fig.axes[:3]
+    assert tox.get_xlabel() == "time (days)" and cells.get_shared_x_axes().joined(cells, tox)
+    assert cells.get_xlim()[1] == pytest.approx(2.5, abs=0.01)
+    assert plasma.get_ylabel() == "plasma (pM, log)" and plasma.get_yscale() == "log"
+    assert tox.get_ylabel() == "score (0-1)" and tox.get_yscale() == "linear"
+    assert tox.get_ylim()[0] == 0 and tox.get_ylim()[1] >= 1.0
+    assert {li.get_label() for li in plasma.get_lines()} == {"IL-2", "IFN-alpha"}
+    assert not any(li.get_label() == "toxicity score" for li in plasma.get_lines())
+    peak = max(m.frame().history["plasma_il2"].max(), m.frame().history["plasma_ifna"].max())
+    assert plasma.get_ylim()[0] == pytest.approx(peak / st.LOG_DYNAMIC_RANGE)
+    lat = lattice_figure(m.frame(), "drug")  # no 5-FU before week 5: drawn as empty, with a note
+    assert empty_notes(lat.axes[0]) == ["no drug in the tissue\n(0 uM everywhere)"]
+    with pytest.raises(ValueError, match="overlay='x': allowed il2, ifna, drug, none"):
+        lattice_figure(m.frame(), "x")
+
+
+def test_dose_label_in_clinical_units():
+    from abm.viz.app import dose_label
+
+    assert dose_label(abm.Scenario.load("high_dose_il2"), 0.5) == "360,000 IU/kg per dose"
+    assert dose_label(abm.Scenario.load("il2_ifna"), 1.0) == "5 MIU/m2 / 10 MIU/m2 per dose"
+    assert "no IL-2" in dose_label(abm.Scenario.load("untreated"), 1.0)
+
+
+def test_page_headless_step_and_reset():
     solara = pytest.importorskip("solara")
     import ipyvuetify as v
     import ipywidgets
-    from mesa.visualization.solara_viz import ModelController
 
-    from abm.viz.app import ServeModel, lattice_component
+    from abm.viz.app import page_component
 
-    sets = ("lattice.nx=30", "lattice.ny=30")
-    model = solara.reactive(ServeModel("il2_ifna", seed=2, sets=sets))
-    lattice = lattice_component()
-
-    @solara.component
-    def Harness():
-        with solara.Column():
-            ModelController(
-                model,
-                model_parameters={"scenario": "il2_ifna", "seed": 2, "sets": sets},
-                use_threads=solara.reactive(False),
-                play_interval=solara.reactive(100),
-                render_interval=solara.reactive(1),
-            )
-            lattice(model.value)
-
-    _box, rc = solara.render(Harness(), handle_error=False)
+    Page = page_component("il2_ifna", list(PAGE_SETS))
+    _box, rc = solara.render(Page(), handle_error=False)
 
     def status() -> str:
         texts = [
@@ -491,29 +535,19 @@ def test_page_headless_step_advances_model():
         assert len(texts) == 1
         return texts[0]
 
-    picture = lambda: bytes(rc.find(ipywidgets.Image).widget.value)  # noqa: E731
-    assert status().startswith("step 0 ")
-    before = picture()
-    rc.find(v.Btn, children=["Step"]).widget.click()
-    assert status().startswith("step 1 ")
-    assert model.value.step_index == 1
-    assert picture() != before
+    pictures = lambda: [bytes(w.value) for w in rc.find(ipywidgets.Image).widgets]  # noqa: E731
+    assert status().startswith("step 0 - day 0.00")
+    before = pictures()
+    assert len(before) == 2
+    rc.find(v.Btn, children=["Step"]).widget.click()  # one frame: 6 simulated hours, 36 steps of 10 min
+    assert status().startswith("step 36 - day 0.25")
+    after = pictures()
+    assert after[0] != before[0] and after[1] != before[1]
     rc.find(v.Btn, children=["Reset"]).widget.click()
     assert status().startswith("step 0 ")
 
 
-def test_serve_model_inputs_reach_the_regimen():
-    from abm.viz.app import ServeModel
-
-    on = ServeModel("il2_ifna", il2_dose_scale=0.5, ifna_on=True, sets=("lattice.nx=20", "lattice.ny=20"))
-    off = ServeModel("il2_ifna", il2_dose_scale=0.5, ifna_on=False, sets=("lattice.nx=20", "lattice.ny=20"))
-    assert on.scenario.regimen.dose_scale.il2 == 0.5
-    assert on.scenario.regimen.dose_scale.ifna == 1.0 and off.scenario.regimen.dose_scale.ifna == 0.0
-    with pytest.raises(ValueError, match="overlay='x': allowed il2, ifna, drug, none"):
-        ServeModel("il2_ifna", overlay="x", sets=("lattice.nx=20", "lattice.ny=20"))
-
-
-# ---------------------------------------------------------------- in a real browser
+# ---------------------------------------------------------------- the page server and a real browser
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
@@ -524,62 +558,179 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _descendants(pid: int) -> set[int]:
+    """Every live process under ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if fields[0] != "Z":
+                children.setdefault(int(fields[1]), []).append(int(d.name))
+    out, todo = set(), [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.add(c)
+            todo.append(c)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def _start_serve(tmp_path: Path, scenario: str, sets: tuple[str, ...]):
+    import sys
+
+    port = _free_port()
+    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - closed by the caller's finally
+    cmd = [sys.executable, "-m", "abm.cli", "serve", scenario, "--port", str(port)]
+    for s_ in sets:
+        cmd += ["--set", s_]
+    env = dict(os.environ, NUMBA_NUM_THREADS="1")
+    server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return server, port, log
+        except OSError:
+            assert server.poll() is None, (tmp_path / "serve.log").read_text()
+            assert time.monotonic() < deadline, "abm serve did not start listening in 120 s"
+            time.sleep(0.5)
+
+
+def _stop_and_check_tree(server, port: int) -> None:
+    import signal
+
+    tree = _descendants(server.pid)
+    assert tree, "abm serve should run the page server as a child"
+    server.send_signal(signal.SIGTERM)
+    assert server.wait(timeout=30) == 128 + signal.SIGTERM
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in tree) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [p for p in tree if _alive(p)], "processes of the page server outlived SIGTERM to abm serve"
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+@pytest.mark.slow
+def test_sigterm_to_abm_serve_stops_the_whole_server_tree(tmp_path):
+    pytest.importorskip("solara")
+    server, port, log = _start_serve(tmp_path, "untreated", PAGE_SETS)
+    try:
+        _stop_and_check_tree(server, port)
+    finally:
+        if server.poll() is None:
+            server.kill()
+        log.close()
+
+
 @pytest.mark.browser
 @pytest.mark.slow
 @pytest.mark.skipif(
     not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is absent (apt-get install chromium chromium-driver)"
 )
-def test_page_in_browser_step_changes_counter_and_picture():
+def test_page_in_browser_plays_a_week_fast_and_jumps(tmp_path):
+    """The served page in headless Chromium: no warnings per page load, readable controls, a simulated week in
+    well under a minute, jump to a day, and the server's whole tree gone after SIGTERM. Prints the speeds and
+    saves a screenshot (ABM_PAGE_SCREENSHOT=path to keep one)."""
     pytest.importorskip("solara")
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from abm.viz.cli import serve_command
-
-    port = _free_port()
-    cmd, env = serve_command("untreated", ["lattice.nx=30", "lattice.ny=30"], "127.0.0.1", port)
-    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server, port, log = _start_serve(tmp_path, "il2_ifna", ("lattice.nx=60", "lattice.ny=60"))
     opts = Options()
     opts.binary_location = CHROMIUM
-    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1400,1000"):
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1500,1100"):
         opts.add_argument(a)
     driver = None
     try:
-        deadline = time.monotonic() + 90
-        while True:  # wait for the server to listen
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert server.poll() is None, "abm serve exited"
-                assert time.monotonic() < deadline, "abm serve did not start listening in 90 s"
-                time.sleep(0.5)
         driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+        log.flush()
+        mark = (tmp_path / "serve.log").stat().st_size
         driver.get(f"http://127.0.0.1:{port}/")
-        wait = WebDriverWait(driver, 90)
+        wait = WebDriverWait(driver, 120, poll_frequency=0.2)
 
-        def status():
-            return [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".abm-status") if e.text.startswith("step")]
+        def text(css: str) -> str:
+            return " ".join(e.text for e in driver.find_elements(By.CSS_SELECTOR, css))
 
-        def pictures():
-            return [e.get_attribute("src") for e in driver.find_elements(By.TAG_NAME, "img")]
+        def day() -> float:
+            s_ = text(".abm-status")
+            return float(s_.split(" - day ")[1].split(" ")[0]) if " - day " in s_ else -1.0
 
-        wait.until(lambda d: status())
-        assert status()[0].startswith("step 0 ")
+        def button(label: str):
+            found = [b for b in driver.find_elements(By.TAG_NAME, "button") if b.text.strip().upper() == label]
+            assert len(found) == 1, [b.text for b in driver.find_elements(By.TAG_NAME, "button")]
+            return found[0]
+
+        wait.until(lambda d: text(".abm-status").startswith("step 0 "))
+        time.sleep(2.0)
+        # no warnings (or tracebacks) printed by the server for a page load
+        page_log = (tmp_path / "serve.log").read_text()[mark:]
+        assert "Warning" not in page_log and "Traceback" not in page_log and "ERROR" not in page_log, page_log
+        # readable controls: the dose slider is wide and shows its value, in the clinic's units too
+        dose = driver.find_element(By.CSS_SELECTOR, ".abm-dose .v-slider")
+        assert dose.size["width"] >= 200, dose.size
+        assert "1.00 x label = 5 MIU/m2 / 10 MIU/m2 per dose" in text(".abm-dose-label")
+        assert driver.find_element(By.CSS_SELECTOR, ".abm-dose .v-slider__thumb-label").text.strip() == "1"
+        assert text(".abm-hours-label") == "simulated hours per frame: 6 h"
+        # Step: one frame of 6 simulated hours
+        pictures = lambda: [e.get_attribute("src") for e in driver.find_elements(By.CSS_SELECTOR, "img")]  # noqa: E731
         before = pictures()
-        step = [b for b in driver.find_elements(By.TAG_NAME, "button") if b.text.strip().upper() == "STEP"]
-        assert len(step) == 1
-        step[0].click()
-        wait.until(lambda d: status() and status()[0].startswith("step 1 "))
+        button("STEP").click()
+        wait.until(lambda d: text(".abm-status").startswith("step 36 - day 0.25"))
         wait.until(lambda d: pictures() != before)
+        # Play a simulated week
+        t0 = time.perf_counter()
+        button("PLAY").click()
+        wait.until(lambda d: day() >= 7.25)
+        week_s = time.perf_counter() - t0
+        button("PAUSE").click()
+        speed = text(".abm-speed")
+        stopped_at = day()
+        time.sleep(1.0)
+        assert day() == stopped_at or day() - stopped_at <= 0.25 + 1e-9  # at most the frame under way
+        # jump to day 21 without drawing every step
+        box = driver.find_element(By.CSS_SELECTOR, ".abm-jump input")
+        box.send_keys(Keys.CONTROL, "a")
+        box.send_keys("21", Keys.TAB)
+        wait.until(lambda d: "GO TO DAY 21" in [b.text.strip().upper() for b in d.find_elements(By.TAG_NAME, "button")])
+        t1 = time.perf_counter()
+        button("GO TO DAY 21").click()
+        wait.until(lambda d: text(".abm-message").startswith("ran to day 21.00"))
+        wait.until(lambda d: day() >= 21.0)
+        jump_s = time.perf_counter() - t1
+        jump_msg = text(".abm-message")
+        shot = Path(os.environ.get("ABM_PAGE_SCREENSHOT", tmp_path / "page.png"))
+        driver.save_screenshot(str(shot))
+        assert shot.read_bytes()[:4] == b"\x89PNG"
+        print(
+            f"\npage: simulated week (day 0.25 -> 7.25) played in {week_s:.1f} s; page speed: {speed}; "
+            f"jump to day 21: {jump_s:.1f} s in the browser ({jump_msg}); load {os.getloadavg()}; "
+            f"screenshot {shot}"
+        )
+        assert week_s < 60.0, f"a simulated week took {week_s:.1f} s to play"
+        assert jump_s < 60.0
     finally:
         if driver is not None:
             driver.quit()
-        server.terminate()
         try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+            if server.poll() is None:
+                _stop_and_check_tree(server, port)
+        finally:
+            if server.poll() is None:
+                server.kill()
+            log.close()

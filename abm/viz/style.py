@@ -65,6 +65,15 @@ LOG_DYNAMIC_RANGE = 1e4  # a log colour scale spans at most this factor below it
 MIN_LOG_SPAN = 10.0  # ... and at least this factor (one decade)
 
 
+def fmt_amount(x: float) -> str:
+    """A dose or concentration for a label: 720,000 and 3,600 with thousands separators, 0.05 and 7.2 with three
+    significant digits."""
+    x = float(x)
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    return f"{x:.3g}"
+
+
 def use_agg() -> None:
     """Select the non-interactive backend unless one was chosen already (figures are written to files)."""
     import matplotlib
