@@ -539,8 +539,8 @@ def test_page_headless_step_and_reset():
     assert status().startswith("step 0 - day 0.00")
     before = pictures()
     assert len(before) == 2
-    rc.find(v.Btn, children=["Step"]).widget.click()  # one frame: 6 simulated hours, 36 steps of 10 min
-    assert status().startswith("step 36 - day 0.25")
+    rc.find(v.Btn, children=["Step"]).widget.click()  # one frame: 12 simulated hours, 72 steps of 10 min
+    assert status().startswith("step 72 - day 0.50")
     after = pictures()
     assert after[0] != before[0] and after[1] != before[1]
     rc.find(v.Btn, children=["Reset"]).widget.click()
@@ -686,23 +686,23 @@ def test_page_in_browser_plays_a_week_fast_and_jumps(tmp_path):
         assert dose.size["width"] >= 200, dose.size
         assert "1.00 x label = 5 MIU/m2 / 10 MIU/m2 per dose" in text(".abm-dose-label")
         assert driver.find_element(By.CSS_SELECTOR, ".abm-dose .v-slider__thumb-label").text.strip() == "1"
-        assert text(".abm-hours-label") == "simulated hours per frame: 6 h"
-        # Step: one frame of 6 simulated hours
+        assert text(".abm-hours-label") == "simulated hours per frame: 12 h"
+        # Step: one frame of 12 simulated hours
         pictures = lambda: [e.get_attribute("src") for e in driver.find_elements(By.CSS_SELECTOR, "img")]  # noqa: E731
         before = pictures()
         button("STEP").click()
-        wait.until(lambda d: text(".abm-status").startswith("step 36 - day 0.25"))
+        wait.until(lambda d: text(".abm-status").startswith("step 72 - day 0.50"))
         wait.until(lambda d: pictures() != before)
         # Play a simulated week
         t0 = time.perf_counter()
         button("PLAY").click()
-        wait.until(lambda d: day() >= 7.25)
+        wait.until(lambda d: day() >= 7.5)
         week_s = time.perf_counter() - t0
         button("PAUSE").click()
         speed = text(".abm-speed")
         stopped_at = day()
         time.sleep(1.0)
-        assert day() == stopped_at or day() - stopped_at <= 0.25 + 1e-9  # at most the frame under way
+        assert day() - stopped_at <= 0.5 + 1e-9  # at most the frame under way
         # jump to day 21 without drawing every step
         box = driver.find_element(By.CSS_SELECTOR, ".abm-jump input")
         box.send_keys(Keys.CONTROL, "a")
@@ -718,7 +718,7 @@ def test_page_in_browser_plays_a_week_fast_and_jumps(tmp_path):
         driver.save_screenshot(str(shot))
         assert shot.read_bytes()[:4] == b"\x89PNG"
         print(
-            f"\npage: simulated week (day 0.25 -> 7.25) played in {week_s:.1f} s; page speed: {speed}; "
+            f"\npage: simulated week (day 0.5 -> 7.5) played in {week_s:.1f} s; page speed: {speed}; "
             f"jump to day 21: {jump_s:.1f} s in the browser ({jump_msg}); load {os.getloadavg()}; "
             f"screenshot {shot}"
         )

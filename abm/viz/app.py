@@ -6,8 +6,8 @@ API (``step``, ``cell_type_map``, ``fields``, ``counts``, ``time_day``, ``step_i
 ``state.occupancy`` and ``latest``). Everything the page draws comes from an immutable :class:`Frame` copied
 from the adapter under its lock, so a frame is never drawn while the model is half-way through a step.
 
-Speed: the model advances several steps per drawn frame (the "simulated hours per frame" control; 6 h = 36 steps
-of 10 min by default), and "jump to day" runs the model forward without drawing at all, so a simulated week plays
+Speed: the model advances several steps per drawn frame (the "simulated hours per frame" control; 12 h = 72
+steps of 10 min by default), and "jump to day" runs the model forward without drawing at all, so a simulated week plays
 in seconds rather than hours (one redraw per model step, as Mesa's SolaraViz does, managed about one step per
 second). Every time plot is against days; plasma levels (pM, log) and toxicity (score 0-1) have axes of their own.
 
@@ -37,7 +37,7 @@ DEFAULT_SCENARIO = "il2_ifna"
 SERVE_SETS = ("lattice.nx=60", "lattice.ny=60")
 OVERLAY_CHOICES = ("il2", "ifna", "drug", "none")
 DOSE_SCALE_RANGE = (0.0, 2.0, 0.05)  # min, max, step of the IL-2 dose slider (multiples of the label dose)
-HOURS_PER_FRAME = (1, 24, 6)  # min, max, default simulated hours per drawn frame
+HOURS_PER_FRAME = (1, 24, 12)  # min, max, default simulated hours per drawn frame
 FIGURE_DPI = 80
 COUNT_KEYS = ("n_tumour", "n_ctl", "n_nk", "n_lak")
 PLASMA_KEYS = ("plasma_il2", "plasma_ifna", "plasma_drug")
@@ -212,8 +212,8 @@ def lattice_figure(frame: Frame, overlay: str = "il2"):
 
     if overlay not in OVERLAY_CHOICES:
         raise ValueError(f"overlay={overlay!r}: allowed {', '.join(OVERLAY_CHOICES)}")
-    fig = Figure(figsize=(5.4, 4.6))  # a fixed layout: constrained layout would double the drawing time
-    ax = fig.add_axes((0.12, 0.1, 0.62, 0.8))
+    fig = Figure(figsize=(5.6, 4.6))  # a fixed layout: constrained layout would double the drawing time
+    ax = fig.add_axes((0.11, 0.1, 0.6, 0.8))
     ext = frame.extent_mm
     values = None if overlay == "none" else frame.fields.get(overlay)
     empty = values is not None and st.field_is_empty(values)
@@ -223,7 +223,7 @@ def lattice_figure(frame: Frame, overlay: str = "il2"):
     cmap = st.SPECIES_CMAPS.get(overlay, "Blues")
     draw_lattice(ax, frame.codes, ext, field=values, norm=norm, cmap=cmap)
     if values is not None:
-        cb = fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), cax=fig.add_axes((0.8, 0.15, 0.03, 0.7)))
+        cb = fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), cax=fig.add_axes((0.75, 0.15, 0.03, 0.7)))
         cb.set_label(f"{st.SPECIES_LABELS[overlay]} ({PLASMA_UNITS.get(overlay, '')}, log)")
         st.tidy_colourbar(cb)
         cb.ax.yaxis.set_minor_locator(NullLocator())
@@ -408,8 +408,8 @@ def page_component(scenario: str | None = None, sets: list[str] | None = None):
                             disabled=jump_task.pending,
                             classes=["abm-go"],
                         )
-                    solara.Text(message.value, classes=["abm-message"])
-                    solara.Text(speed.value, classes=["abm-speed"])
+                    solara.Text(message.value, classes=["abm-message"], style={"display": "block"})
+                    solara.Text(speed.value, classes=["abm-speed"], style={"display": "block", "margin-top": "6px"})
                 with solara.Card("Model (a change restarts at day 0)"):
                     solara.Text(
                         f"IL-2 dose: {il2.value:.2f} x label = {dose_label(model[0].scenario, il2.value)}",
