@@ -444,6 +444,48 @@ def test_cli_plot_compare_animate(runs, tmp_path, capsys):
     assert main(["animate", str(src), "--out", str(tmp_path / "m.avi")]) == 2
 
 
+# Pillow is not on the list: matplotlib itself requires it (to write PNG), so it comes with the core dependencies
+OPTIONAL = ("imageio", "imageio_ffmpeg", "solara", "pandas", "reacton", "ipywidgets", "ipyvuetify", "altair", "xarray")
+
+
+def test_viz_and_abm_plot_need_no_optional_extras(runs, tmp_path):
+    """abm.viz, abm.viz.cli and `abm plot` (dashboard, snapshot, fields) and `abm compare` with none of the [viz]
+    extras importable: they load imageio, solara and pandas only inside the functions that need them."""
+    import sys
+
+    r2, r3 = runs
+    code = f"""
+import importlib.abc, sys
+BLOCKED = {OPTIONAL!r}
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (blocked by the test)", name=name)
+sys.meta_path.insert(0, Block())
+import abm.viz, abm.viz.cli, abm.plotting
+from abm.cli import main
+out = {str(tmp_path)!r}
+assert main(["plot", {str(r2.path)!r}, "--out", out + "/d.png"]) == 0
+assert main(["plot", {str(r2.path)!r}, "--kind", "snapshot", "--field", "il2", "--out", out + "/s.png"]) == 0
+assert main(["plot", {str(r3.path)!r}, "--kind", "fields", "--out", out + "/f.png"]) == 0
+assert main(["compare", {str(r2.path)!r}, {str(r3.path)!r}, "--out", out + "/c.png"]) == 0
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+assert not loaded, loaded
+print("ok")
+"""
+    env = dict(os.environ, NUMBA_NUM_THREADS="1")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stdout + res.stderr
+    for name in ("d", "s", "f", "c"):
+        assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_plotting_module_is_the_dashboard(runs):
+    from abm.plotting import overview_figure
+
+    assert overview_figure is viz.dashboard_figure
+
+
 def test_serve_command_is_local_by_default():
     from abm.cli import build_parser
     from abm.viz.cli import serve_command
