@@ -43,7 +43,7 @@ DLT_LIMIT = 0.33  # MTD: the highest dose whose dose-limiting rate stays below t
 N_BOOT = 2000
 RESPONDERS = ("CR", "PR")
 MAX_HALF_WIDTH = 0.25  # a sweep is readable when a proportion's 95% interval is narrower than +-0.25 at worst
-HILL_SLOPE_BOUNDS = (0.2, 20.0)  # Hill coefficient range searched by the fits
+HILL_SLOPE_BOUNDS = (0.2, 50.0)  # Hill coefficient range searched by the fits (50: a step between two levels)
 ED_GRID_DECADES = 2.0  # the profile of ED50/TD50 is searched this many decades beyond the tested doses
 PROFILE_POINTS = 241  # grid points of log ED50 for the profile likelihood
 TI_REFERENCE = (
@@ -483,9 +483,12 @@ def plot_dose_response(table, path: Path, label: str | None = None, title: str =
             return
         lim = smooth[smooth <= fit["falls_above"] * f] if math.isfinite(fit.get("falls_above", math.nan)) else smooth
         ax.plot(lim, hill(lim / f, e0, emax, ed50, fit["h"]), color=color, lw=1.2, ls="-.", label=f"Emax fit: {name}")
-        lo, hi = fit["lo"] * f, fit["hi"] * f
-        ax.axvspan(max(lo, smooth.min() / 10), min(hi, smooth.max() * 10), color=color, alpha=0.08, lw=0)
-        ax.axvline(ed50 * f, color=color, lw=1, ls=":")
+        lo = max(fit["lo"] * f, smooth.min() / 10**0.25)  # an open bound is drawn to the axis edge
+        hi = min(fit["hi"] * f, smooth.max() * 10**0.25)
+        y = e0 + (emax - e0) / 2
+        ax.errorbar(
+            [ed50 * f], [y], xerr=[[ed50 * f - lo], [hi - ed50 * f]], fmt="D", color=color, ms=5, capsize=3, lw=1.2
+        )
 
     ed, td = ti["ed50"], ti["td50"]
     band(axs[0, 0], "orr", OI["blue"], "responders (CR+PR)")
@@ -503,7 +506,7 @@ def plot_dose_response(table, path: Path, label: str | None = None, title: str =
     ax2 = axs[1, 0].twinx()
     ax2.plot(x, t["doses_held"], "s--", color="0.4", label="doses held (mean)")
     ax2.set_ylabel("doses held (mean)")
-    ax2.set_ylim(bottom=0)
+    ax2.set_ylim(0, max(1.0, float(np.nanmax(t["doses_held"])) * 1.1))
     axs[1, 0].set_ylabel("peak toxicity score (0-1+)")
     axs[1, 0].set_ylim(bottom=0)
     axs[1, 0].set_title("toxicity")
@@ -517,28 +520,31 @@ def plot_dose_response(table, path: Path, label: str | None = None, title: str =
     if zero_at is not None:
         for ax in axs[1]:
             ax.set_xlabel(xlabel)
-        ticks = [zero_at, *[v for v in axs[1, 0].get_xticks() if pos.min() * 0.99 <= v <= pos.max() * 1.01]]
         for ax in axs.flat:
             ax.set_xlim(zero_at / 10**0.25, pos.max() * 10**0.25)
-        axs[1, 0].annotate(
-            "untreated",
-            (zero_at, 0),
-            xycoords=("data", "axes fraction"),
-            xytext=(0, -26),
-            textcoords="offset points",
-            ha="center",
-            fontsize=7,
-            color="0.3",
-        )
-        del ticks
+        for ax in axs[1]:
+            ax.annotate(
+                "untreated",
+                (zero_at, 0),
+                xycoords=("data", "axes fraction"),
+                xytext=(0, -26),
+                textcoords="offset points",
+                ha="center",
+                fontsize=7,
+                color="0.3",
+            )
     for ax in axs.flat:
         ax.legend(fontsize=7, loc="best")
     n_min = int(t["n"].min())
+    unit = units.get("unit") or f"x {t.attrs.get('key', 'dose')}"
+    ed_txt = f"ED50 {_fmt_ci(ed, f, unit)}" if math.isfinite(ed.get("ed50", math.nan)) else "ED50 not estimable"
+    td_txt = f"TD50 {_fmt_ci(td, f, unit)}" if td.get("estimable") else "TD50 not estimable (DLT < 50%)"
     ti_txt = (
-        f"TI = TD50/ED50 = {ti['ti']:.3g} [{ti['ti_lo']:.3g}, {ti['ti_hi']:.3g}]"
+        f"TI = TD50/ED50 = {_ci_text(ti['ti'], ti['ti_lo'], ti['ti_hi'])}"
         if math.isfinite(ti.get("ti", math.nan))
         else f"TI {ti.get('status', 'not estimable')}"
     )
+    ti_txt = f"{ed_txt};  {td_txt};  {ti_txt}  (97.5% profile likelihood each)"
     fig.suptitle(
         (title or f"dose-response, {n_min} replicates per level")
         + ("  (too few to read: see report)" if small_sweep_warnings(t["n"]) else "")
@@ -555,7 +561,7 @@ def _fmt_ci(fit: dict[str, Any], factor: float = 1.0, unit: str = "") -> str:
     """``ED50 [lo, hi]`` in display units; an open bound reads < or >."""
 
     def g(v):
-        return "inf" if v == math.inf else f"{v * factor:.3g}"
+        return "inf" if v == math.inf else _num(v * factor)
 
     lo = "0" if fit.get("lo_open") else g(fit["lo"])
     hi = "inf" if fit.get("hi_open") else g(fit["hi"])
@@ -900,9 +906,14 @@ def plot_sensitivity(table, design: str, path: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------ entry point
+def _num(x: float) -> str:
+    """720,000 or 36,000 with separators; 0.05 or 7.2 to three significant digits."""
+    return f"{x:,.0f}" if math.isfinite(x) and abs(x) >= 1000 else f"{x:.3g}"
+
+
 def _ci_text(v: float, lo: float, hi: float, fmt: str = ".3g") -> str:
     def g(x):
-        return "inf" if x == math.inf else ("nan" if not math.isfinite(x) else format(x, fmt))
+        return "inf" if x == math.inf else ("nan" if not math.isfinite(x) else _num(x))
 
     return f"{g(v)} [{g(lo)}, {g(hi)}]"
 
@@ -918,7 +929,7 @@ def dose_response_readouts(t) -> dict[str, Any]:
     sweep_warnings = small_sweep_warnings(t["n"])
     if math.isfinite(ed.get("falls_above", math.nan)):
         sweep_warnings.append(
-            f"the response rate falls above {ed['falls_above'] * f:.3g} {unit} (highest observed there); the Emax "
+            f"the response rate falls above {_num(ed['falls_above'] * f)} {unit} (highest observed there); the Emax "
             f"model (ED50) is fitted to the doses up to it only"
         )
     return {

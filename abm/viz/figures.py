@@ -68,22 +68,32 @@ def draw_lattice(
         ny, nx = field.shape
         x = np.linspace(ext[0], ext[1], nx, endpoint=False) + (ext[1] - ext[0]) / (2 * nx)
         y = np.linspace(ext[2], ext[3], ny, endpoint=False) + (ext[3] - ext[2]) / (2 * ny)
-        levels = _contour_levels(norm)
+        levels = _contour_levels(norm, np.asarray(field, dtype=float))
         artists["field"] = ax.contour(
             x, y, np.asarray(field, dtype=float), levels=levels, cmap=cmap, norm=norm, linewidths=1.0, zorder=3
         )
+        ax.clabel(artists["field"], fmt=lambda v: f"{v:.3g}", fontsize=6, inline=True)
     ax.set_xlim(ext[0], ext[1])
     ax.set_ylim(ext[2], ext[3])
     ax.set_aspect("equal")
     return artists
 
 
-def _contour_levels(norm) -> np.ndarray:
+def _contour_levels(norm, field: np.ndarray | None = None) -> np.ndarray:
+    """Contour levels within the field's own range (contours show its shape; the labels and the colour bar give
+    the values): 7 levels, geometric on a log norm."""
     from matplotlib.colors import LogNorm
 
+    lo, hi = norm.vmin, norm.vmax
+    if field is not None and field.size:
+        pos = field[field > 0]
+        lo = max(float(pos.min()) if pos.size else lo, lo) if isinstance(norm, LogNorm) else float(field.min())
+        hi = float(field.max())
+    if not hi > lo:
+        return np.array([hi])
     if isinstance(norm, LogNorm):
-        return np.geomspace(norm.vmin, norm.vmax, 7)
-    return np.linspace(norm.vmin, norm.vmax, 8)[1:]
+        return np.geomspace(lo, hi, 9)[1:-1]
+    return np.linspace(lo, hi, 9)[1:-1]
 
 
 def _field_colourbar(fig, ax, artists, run, field, norm, cmap):
@@ -463,6 +473,7 @@ def plot_doses(ax, run: Any) -> list[str]:
             mew=1.0,
             ms=5 if kind == "dose_given" else 6,
             gid=kind,
+            clip_on=False,  # a dose at day 0 sits on the left edge: draw it whole (it stays inside its row)
         )
         labels.append(f"{st.SPECIES_LABELS.get(sp, sp)} {word} ({len(te)})")
     ax.set_yticks(range(len(rows)), labels[::-1] if labels else [], fontsize=7)
