@@ -170,6 +170,7 @@ def test_analyze_warns_and_writes_the_report(tmp_path, capsys):
     s = pd.read_csv(tmp_path / "a" / "dose_response_summary.csv")
     assert s["dose_unit"][0] == "IU/kg" and s["replicates_needed"][0] == 17
     assert {"ed50", "ed50_lo", "ed50_hi", "td50", "therapeutic_index", "therapeutic_index_status"} <= set(s.columns)
+    assert {"burden_ed50", "burden_ed50_lo", "burden_ed50_hi"} <= set(s.columns) and "burden ED50" in report
     t = pd.read_csv(tmp_path / "a" / "dose_response.csv")
     assert list(t["dose_clinical"]) == [0.0, 360000.0, 720000.0]
 

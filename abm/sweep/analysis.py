@@ -340,7 +340,7 @@ def fit_burden_emax(doses, effect) -> dict[str, Any]:
     d, y = d[ok], y[ok]
     out = {"emax": math.nan, "ed50": math.nan, "lo": math.nan, "hi": math.nan, "h": math.nan, "converged": False}
     pos = np.unique(d[d > 0])
-    if len(pos) < 2 or len(y) < 4:
+    if len(pos) < 2 or len(y) < 4:  # (three parameters: the untreated level and two doses at least)
         return out
 
     def f(x, emax, lg, h):
@@ -362,8 +362,25 @@ def fit_burden_emax(doses, effect) -> dict[str, Any]:
     tq = float(stats.t.ppf(0.975, max(len(y) - 3, 1)))
     out |= {"emax": float(popt[0]), "ed50": math.exp(popt[1]), "h": float(popt[2]), "converged": True}
     if math.isfinite(se):
-        out |= {"lo": math.exp(popt[1] - tq * se), "hi": math.exp(popt[1] + tq * se)}
+        with np.errstate(over="ignore"):  # an unidentified ED50 (se huge): the interval is (0, inf)
+            out |= {"lo": float(np.exp(popt[1] - tq * se)), "hi": float(np.exp(popt[1] + tq * se))}
     return out
+
+
+def burden_fit(data: dict[str, Any], table) -> dict[str, Any]:
+    """:func:`fit_burden_emax` of the per-run burden effect 1 - AUC/mean AUC_untreated on the levels up to the
+    smallest mean AUC (the rising limb of the effect); nan when the sweep has no untreated level."""
+    key = table.attrs["key"]
+    df = data["summary"]
+    ctrl = df[df[key] == 0]["tumour_auc_cell_days"].to_numpy(float)
+    if not len(ctrl) or not np.nanmean(ctrl) > 0:
+        return {"ed50": math.nan, "lo": math.nan, "hi": math.nan, "emax": math.nan, "h": math.nan}
+    t = table.sort_values("dose")
+    top = float(t["dose"].iloc[int(np.argmin(t["auc_rel_untreated"].to_numpy()))])
+    sub = df[df[key] <= top]
+    fit = fit_burden_emax(sub[key].to_numpy(float), 1 - sub["tumour_auc_cell_days"].to_numpy(float) / ctrl.mean())
+    fit["falls_above"] = top if top < t["dose"].max() else math.nan
+    return fit
 
 
 def rising_limb(table, col: str = "orr"):
@@ -1003,6 +1020,11 @@ def analyze(sweep_dir: str | Path, out: str | Path, prefix: str = "", quiet: boo
         t = dose_response_table(data)
         r = dose_response_readouts(t)
         ti = r.pop("_ti")
+        bf = burden_fit(data, t)
+        f = r["dose_factor"]
+        r |= {"burden_ed50": bf["ed50"] * f, "burden_ed50_lo": bf["lo"] * f, "burden_ed50_hi": bf["hi"] * f}
+        r |= {"burden_emax": bf["emax"], "burden_hill": bf["h"]}
+        limb = bf.get("falls_above", math.nan)
         warn = [w for w in r["warnings"].split(" | ") if w]
         p = out / f"{prefix}dose_response.csv"
         t.to_csv(p, index=False)
@@ -1018,6 +1040,10 @@ def analyze(sweep_dir: str | Path, out: str | Path, prefix: str = "", quiet: boo
             f"- dose unit: {u} ({t.attrs['units']['label']})",
             f"- ED50 (half-maximal responder rate, Emax {r['ed50_emax']:.2f}, Hill {r['ed50_hill']:.2g}; 97.5% "
             f"profile likelihood): {_ci_text(r['ed50'], r['ed50_lo'], r['ed50_hi'])} {u}",
+            f"- burden ED50 (least-squares Emax of 1 - AUC/AUC_untreated per run, Emax {r['burden_emax']:.2f}, "
+            f"Hill {r['burden_hill']:.2g}; 95% t on log ED50"
+            + (f"; fitted up to {_num(limb * f)} {u}, where the burden is lowest" if math.isfinite(limb) else "")
+            + f"): {_ci_text(r['burden_ed50'], r['burden_ed50_lo'], r['burden_ed50_hi'])} {u}",
             "- TD50 (50% dose-limiting toxicity; 97.5% profile likelihood): "
             + (
                 f"{_ci_text(r['td50'], r['td50_lo'], r['td50_hi'])} {u}"
