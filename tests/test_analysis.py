@@ -120,13 +120,16 @@ def test_therapeutic_index_td50_over_ed50():
 
 def test_therapeutic_index_not_estimable_when_dlt_stays_below_half():
     spec = {0.0: (0, 0, 0), 0.01: (1, 0, 0.1), 0.03: (4, 0, 0.2), 0.1: (9, 0, 0.3), 0.3: (10, 1, 0.5)}
-    spec |= {1.0: (10, 3, 0.8), 2.0: (9, 5, 1.0)}
+    spec |= {1.0: (10, 3, 0.8), 2.0: (3, 5, 1.0)}
     t = an.dose_response_table(fake(dose_rows(spec, 12), ["regimen.dose_scale.il2"]))
     ti = an.therapeutic_index(t)
     assert ti["status"].startswith("not estimable: the DLT rate never reaches 50%")
     assert math.isnan(ti["ti"]) and ti["ti_hi"] == math.inf and 0 < ti["ti_lo"] < math.inf
-    # the response falls at the top dose (6/12 -> 5/12): fitted on the rising limb only, and said so
-    assert ti["ed50"]["falls_above"] == 0.3 and ti["ti_lo"] > 1.0 / ti["ed50"]["hi"]
+    # the response falls at the top dose (10/12 -> 3/12, outside the best level's interval): the Emax model is
+    # fitted to the plateau (0.3 and 1.0 lie within it) and below, and the report says so
+    assert ti["ed50"]["falls_above"] == 1.0 and ti["ti_lo"] > 1.0 / ti["ed50"]["hi"]
+    limb, falls = an.rising_limb(t, "orr")
+    assert list(limb["dose"]) == [0.0, 0.01, 0.03, 0.1, 0.3, 1.0] and falls
     r = an.dose_response_readouts(t)
     assert "fitted to the doses up to it only" in r["warnings"] and "too small to read" in r["warnings"]
 

@@ -352,8 +352,8 @@ def fit_burden_emax(doses, effect) -> dict[str, Any]:
             f,
             d,
             y,
-            p0=[max(float(y.max()), 0.1), lg0, 1.0],
-            bounds=([0.0, math.log(pos.min()) - 5, HILL_SLOPE_BOUNDS[0]], [1.5, math.log(pos.max()) + 5, 20.0]),
+            p0=[min(max(float(y.max()), 0.1), 0.99), lg0, 1.0],
+            bounds=([0.0, math.log(pos.min()) - 5, HILL_SLOPE_BOUNDS[0]], [1.0, math.log(pos.max()) + 5, 20.0]),
             maxfev=20000,
         )
     except (RuntimeError, ValueError):
@@ -369,26 +369,34 @@ def fit_burden_emax(doses, effect) -> dict[str, Any]:
 
 def burden_fit(data: dict[str, Any], table) -> dict[str, Any]:
     """:func:`fit_burden_emax` of the per-run burden effect 1 - AUC/mean AUC_untreated on the levels up to the
-    smallest mean AUC (the rising limb of the effect); nan when the sweep has no untreated level."""
+    plateau of the smallest mean AUC (:func:`rising_limb`); nan when the sweep has no untreated level."""
     key = table.attrs["key"]
     df = data["summary"]
     ctrl = df[df[key] == 0]["tumour_auc_cell_days"].to_numpy(float)
     if not len(ctrl) or not np.nanmean(ctrl) > 0:
         return {"ed50": math.nan, "lo": math.nan, "hi": math.nan, "emax": math.nan, "h": math.nan}
-    t = table.sort_values("dose")
-    top = float(t["dose"].iloc[int(np.argmin(t["auc_rel_untreated"].to_numpy()))])
+    limb, falls = rising_limb(table, "auc_rel_untreated", lower_is_better=True)
+    top = float(limb["dose"].iloc[-1])
     sub = df[df[key] <= top]
     fit = fit_burden_emax(sub[key].to_numpy(float), 1 - sub["tumour_auc_cell_days"].to_numpy(float) / ctrl.mean())
-    fit["falls_above"] = top if top < t["dose"].max() else math.nan
+    fit["falls_above"] = top if falls else math.nan
     return fit
 
 
-def rising_limb(table, col: str = "orr"):
-    """The levels up to the dose of the highest observed ``col`` (an Emax model only describes a rising curve;
-    where the response falls at high dose, as through AICD, the fall is reported, not fitted)."""
-    t = table.sort_values("dose")
-    top = int(np.argmax(t[col].to_numpy()))
-    return t.iloc[: top + 1], bool(top < len(t) - 1 and t[col].iloc[-1] < t[col].iloc[top])
+def rising_limb(table, col: str = "orr", lower_is_better: bool = False):
+    """The levels an Emax model describes: up to the last level whose ``col`` still lies within the 95% interval
+    of the best level (the plateau), stopping at the first level outside it. Where the effect falls at higher
+    doses (the response through AICD here), the fall is reported, not fitted. Returns (levels, falls)."""
+    t = table.sort_values("dose").reset_index(drop=True)
+    v = t[col].to_numpy(dtype=float)
+    best = int(np.argmin(v) if lower_is_better else np.argmax(v))
+    lo, hi = (t[f"{col}_lo"].iloc[best], t[f"{col}_hi"].iloc[best]) if f"{col}_lo" in t else (v[best], v[best])
+    last = best
+    for i in range(best + 1, len(t)):
+        if not (lo <= v[i] <= hi):
+            break
+        last = i
+    return t.iloc[: last + 1], bool(last < len(t) - 1)
 
 
 def therapeutic_index(table, conf: float = CONF) -> dict[str, Any]:
@@ -458,7 +466,9 @@ def _dose_axis(ax, doses: np.ndarray) -> tuple[np.ndarray, Any]:
     return x, zero_at
 
 
-def plot_dose_response(table, path: Path, label: str | None = None, title: str = "", ti: dict | None = None) -> Path:
+def plot_dose_response(
+    table, path: Path, label: str | None = None, title: str = "", ti: dict | None = None, burden: dict | None = None
+) -> Path:
     """Four panels against dose in the clinic's units (log axis; the untreated level drawn at the left, marked 0):
     responder and CR rates with exact intervals and the Emax fit (ED50), tumour AUC relative to untreated,
     peak toxicity and doses held, and the DLT rate with its fit (TD50) and the MTD limit."""
@@ -516,6 +526,17 @@ def plot_dose_response(table, path: Path, label: str | None = None, title: str =
     axs[0, 0].set_ylim(-0.03, 1.03)
     axs[0, 0].set_title("response (RECIST best response)")
     band(axs[0, 1], "auc_rel_untreated", OI["orange"], "tumour AUC / untreated")
+    if burden is not None and math.isfinite(burden.get("ed50", math.nan)) and len(smooth):
+        top = burden.get("falls_above", math.nan)
+        lim = smooth[smooth <= top * f] if math.isfinite(top) else smooth
+        axs[0, 1].plot(
+            lim,
+            1 - hill(lim / f, 0.0, burden["emax"], burden["ed50"], burden["h"]),
+            color=OI["orange"],
+            ls="-.",
+            lw=1.2,
+            label=f"Emax fit: burden ED50 {_fmt_ci(burden, f)}",
+        )
     axs[0, 1].set_ylabel("tumour AUC / untreated [95% CI, log-scale]")
     axs[0, 1].set_ylim(bottom=0)
     axs[0, 1].set_title("tumour burden")
@@ -946,8 +967,8 @@ def dose_response_readouts(t) -> dict[str, Any]:
     sweep_warnings = small_sweep_warnings(t["n"])
     if math.isfinite(ed.get("falls_above", math.nan)):
         sweep_warnings.append(
-            f"the response rate falls above {_num(ed['falls_above'] * f)} {unit} (highest observed there); the Emax "
-            f"model (ED50) is fitted to the doses up to it only"
+            f"the response rate falls above {_num(ed['falls_above'] * f)} {unit} (below the best level's 95% "
+            f"interval at the next level); the Emax model (ED50) is fitted to the doses up to it only"
         )
     return {
         "parameter": t.attrs.get("key", ""),
@@ -1032,7 +1053,7 @@ def analyze(sweep_dir: str | Path, out: str | Path, prefix: str = "", quiet: boo
         p = out / f"{prefix}dose_response_summary.csv"
         pd.DataFrame([r]).to_csv(p, index=False)
         written.append(p)
-        written.append(plot_dose_response(t, out / f"{prefix}dose_response.png", ti=ti))
+        written.append(plot_dose_response(t, out / f"{prefix}dose_response.png", ti=ti, burden=bf))
         u = r["dose_unit"]
         lines = [
             "## Read-outs",
@@ -1057,7 +1078,7 @@ def analyze(sweep_dir: str | Path, out: str | Path, prefix: str = "", quiet: boo
                 else r["therapeutic_index_status"]
             ),
             f"- MTD (highest level with it and every lower level below {DLT_LIMIT:.0%} DLT): "
-            + (f"{r['mtd']:.3g} {u}" if math.isfinite(r["mtd"]) else "none (the lowest level is not tolerated)")
+            + (f"{_num(r['mtd'])} {u}" if math.isfinite(r["mtd"]) else "none (the lowest level is not tolerated)")
             + ("" if r["mtd_limit_reached"] else " (not reached: the top level is tolerated)"),
             "",
             f"Definition: {TI_REFERENCE}.",
