@@ -778,6 +778,7 @@ def plot_combination(
             ax = axs[r, c]
             m = g[q]
             lo, hi = g[f"{q}_ci"]
+            v = 1.0
             if q == "effect":
                 im = ax.imshow(m, origin="lower", cmap=cmap, vmin=0, vmax=1, aspect="auto")
             else:
@@ -798,7 +799,7 @@ def plot_combination(
                         va="center",
                         fontsize=6.5,
                         fontweight="bold" if sig else "normal",
-                        color="k" if q != "effect" else "w",
+                        color=_text_colour(m[i, j], q, v if q != "effect" else 1.0),
                     )
             ax.set_xticks(range(len(g["b_levels"])), [f"{v:g}" for v in g["b_levels"]])
             ax.set_yticks(range(len(g["a_levels"])), [f"{v:g}" for v in g["a_levels"]])
@@ -818,6 +819,13 @@ def plot_combination(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _text_colour(value: float, q: str, scale: float) -> str:
+    """Black or white cell text, whichever reads on the cell's colour (viridis: dark low; RdBu: dark ends)."""
+    if q == "effect":
+        return "k" if value > 0.6 else "w"
+    return "w" if abs(value) > 0.6 * scale else "k"
 
 
 # ------------------------------------------------------------------------------------------------ sensitivity
