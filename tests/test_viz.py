@@ -655,11 +655,15 @@ def _stop_and_check_tree(server, port: int) -> None:
     tree = _descendants(server.pid)
     assert tree, "abm serve should run the page server as a child"
     server.send_signal(signal.SIGTERM)
-    assert server.wait(timeout=30) == 128 + signal.SIGTERM
+    rc = server.wait(timeout=30)
     deadline = time.monotonic() + 10
     while any(_alive(p) for p in tree) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not [p for p in tree if _alive(p)], "processes of the page server outlived SIGTERM to abm serve"
+    left = [p for p in tree if _alive(p)]
+    for p in left:  # (do not leave them serving after a failure)
+        os.kill(p, signal.SIGKILL)
+    assert not left, "processes of the page server outlived SIGTERM to abm serve"
+    assert rc == 128 + signal.SIGTERM
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
 
