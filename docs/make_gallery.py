@@ -81,9 +81,9 @@ def main() -> None:
         save(viz.dashboard_figure(hd), "dashboard_high_dose_il2")
         save(viz.dashboard_figure(runs["il2_ifna"]), "dashboard_il2_ifna")
         save(viz.snapshot_figure(hd, time_day=1.0, field="il2", log=True), "snapshot_il2")
-        save(viz.snapshot_figure(runs["il2_ifna"], field="ifna", overlay="contour"), "snapshot_ifna_contours")
+        save(viz.snapshot_figure(runs["il2_ifna"], 0.5, field="ifna", overlay="contour"), "snapshot_ifna_contours")
         save(viz.fields_figure(runs["il2_ifna"], time_day=2.0, log=True), "fields")
-        save(viz.slices_figure(run3, field="drug", log=True), "slices_3d")
+        save(viz.slices_figure(run3, field="ifna", log=True), "slices_3d")  # (no 5-FU before week 5)
         save(viz.compare_figure([runs[n] for n in COMPARED]), "compare")
         t1 = time.perf_counter()
         viz.animate(

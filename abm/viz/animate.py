@@ -27,6 +27,38 @@ def _even_figsize(width_in: float, height_in: float) -> tuple[float, float]:
     return w / DPI, h / DPI
 
 
+def field_range(run: Any, field: str, frames: np.ndarray | None = None) -> tuple[float, float]:
+    """(maximum, smallest positive value) of ``field`` over every site of the given snapshots (default: all),
+    read from the file in chunks of FRAME_CHUNK frames; (0, nan) when the field is zero throughout. In 3D the whole
+    volume counts, not only the mid-slice a film shows."""
+    import h5py
+
+    n = run.n_snapshots
+    sel = np.arange(n) if frames is None else np.asarray(frames, dtype=np.int64)
+    top, low = 0.0, np.inf
+    with h5py.File(run.path, "r") as f:
+        ds = f[f"fields/{field}/value"]
+        for lo in range(0, len(sel), FRAME_CHUNK):
+            idx = sel[lo : lo + FRAME_CHUNK]
+            block = np.asarray(ds[int(idx[0]) : int(idx[-1]) + 1], dtype=np.float64)[idx - idx[0]]
+            if block.size:
+                top = max(top, float(np.nanmax(block)))
+                pos = block[block > 0]
+                if pos.size:
+                    low = min(low, float(pos.min()))
+    return top, (low if np.isfinite(low) else float("nan"))
+
+
+def film_norm(run: Any, field: str, log: bool, frames: np.ndarray | None = None):
+    """The colour norm of a film of ``field``: fixed over the frames shown, from their true maximum (log scale:
+    down to their smallest positive value, at most LOG_DYNAMIC_RANGE below the maximum and at least a decade);
+    None when the field is zero in every frame (the film then says so instead of inventing a range)."""
+    top, low = field_range(run, field, frames)
+    if top <= 0:
+        return None
+    return st.field_norm(np.array([top]), log, vmax=top, vmin_pos=low)
+
+
 class _Frames:
     """Snapshot frames read in chunks (one file open per chunk, not per frame)."""
 
@@ -61,7 +93,9 @@ def animate(
     """Write an animation of ``run`` (from :func:`abm.load`) to ``out`` (``.mp4`` or ``.gif``); returns the path.
 
     One frame per lattice snapshot (at most ``max_frames``, evenly spaced). ``field`` ("il2", "ifna", "drug")
-    adds a translucent heat map with a colour bar fixed over the whole run (log scale unless ``log=False``).
+    adds a translucent heat map with a colour bar fixed over the whole film, from the field's true range over every
+    site of every frame shown (:func:`film_norm`; log scale unless ``log=False``); a field that is zero throughout
+    is drawn as empty, with a note.
     A 3D run shows its xy mid-slice.
     """
     st.use_agg()
@@ -96,21 +130,23 @@ def animate(
 
     norm = None
     cmap = st.SPECIES_CMAPS.get(field or "", "Blues")
-    if field is not None:  # one colour scale for the whole film: the run's maximum
-        vmax = 0.0
-        for lo in range(0, n, FRAME_CHUNK):
-            vmax = max(vmax, float(np.max(read(lo)[1][: min(FRAME_CHUNK, n - lo)])))
-        norm = st.field_norm(np.array([vmax]), log, vmax=vmax if vmax > 0 else None)
+    empty = False
+    if field is not None:  # one colour scale for the whole film, from every site of every frame shown
+        norm = film_norm(run, field, log, frames)
+        empty = norm is None
 
     fig = plt.figure(figsize=_even_figsize(11.0, 5.0), dpi=DPI)
     ax, axc = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.1, 1.0]})
     fig.subplots_adjust(left=0.06, right=0.97, bottom=0.12, top=0.88, wspace=0.35)
     extent = st.extent(nx, ny, run.spacing_um, units)
     c0, v0 = frame_2d(int(frames[0]))
-    arts = draw_lattice(ax, c0, extent, field=v0, norm=norm, cmap=cmap)
-    if field is not None:
+    arts = draw_lattice(ax, c0, extent, field=None if empty else v0, norm=norm, cmap=cmap)
+    if norm is not None:
         cb = fig.colorbar(arts["field"], ax=ax, shrink=0.85, pad=0.02)
         cb.set_label(st.field_label(run, field))
+        st.tidy_colourbar(cb)
+    elif empty:
+        st.empty_field_note(ax, field, run.field_units.get(field, ""))
     ax.legend(handles=st.cell_legend_handles(), loc="upper left", fontsize=7, framealpha=0.8)
     st.add_scale_bar(ax, extent[1], units)
     u = "µm" if units == "um" else units
@@ -129,7 +165,7 @@ def animate(
     def render(i: int) -> np.ndarray:
         c, v = frame_2d(i)
         arts["cells"].set_data(np.ma.masked_equal(c, st.EMPTY))
-        if v is not None:
+        if v is not None and "field" in arts:
             arts["field"].set_data(v)
         cursor.set_xdata([snap_days[i], snap_days[i]])
         title.set_text(f"day {snap_days[i]:.2f}" + (" (z mid-slice)" if nz > 1 else ""))

@@ -13,6 +13,8 @@ KINDS = ("dashboard", "snapshot", "fields")
 FIGURE_DPI = 150
 DEFAULT_PORT = 8765
 DEFAULT_HOST = "127.0.0.1"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+STOP_GRACE_S = 10.0  # after SIGTERM, how long the page server has to exit before it is killed
 
 
 def register(sub) -> None:
@@ -61,8 +63,10 @@ def register(sub) -> None:
 
     p = sub.add_parser(
         "serve",
-        help="an interactive page of a live model (Mesa SolaraViz)",
-        description="Serve a page with the lattice, play/step/reset, dose inputs and live plots.",
+        help="an interactive page of a live model (Solara)",
+        description="Serve a page with the lattice and a field, play/pause/step/reset, simulated hours per frame, "
+        "jump to a day, the IL-2 dose, IFN-alpha on/off and the seed, and live plots against days. "
+        "SIGTERM or Ctrl-C stops the page server with it.",
     )
     p.add_argument("scenario", nargs="?", default=None, help="shipped scenario name or TOML path (default il2_ifna)")
     p.add_argument(
@@ -179,6 +183,7 @@ def serve_command(scenario: str | None, sets: list[str] | None, host: str, port:
     from .app import DEFAULT_SCENARIO, SERVE_SETS
 
     env = dict(os.environ)
+    env["ABM_SERVE_LOOPBACK"] = "1" if host in LOOPBACK else "0"
     env["ABM_SERVE_SCENARIO"] = scenario or DEFAULT_SCENARIO
     env["ABM_SERVE_SETS"] = json.dumps(list(sets) if sets is not None else list(SERVE_SETS))
     app = Path(__file__).with_name("serve_page.py")
@@ -212,5 +217,42 @@ def cmd_serve(args) -> int:
     if not 0 < args.port < 65536:
         raise _usage(f"--port {args.port}: allowed range 1-65535")
     cmd, env = serve_command(args.scenario, sets, args.host, args.port, args.open)
-    print(f"serving {args.scenario or 'il2_ifna'} on http://{args.host}:{args.port} (Ctrl-C to stop)")
-    return subprocess.call(cmd, env=env)
+    print(f"serving {args.scenario or 'il2_ifna'} on http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
+    return run_server(cmd, env)
+
+
+def run_server(cmd: list[str], env: dict[str, str]) -> int:
+    """Run the page server as a child in its own process group and take it down with us: SIGTERM, SIGINT or
+    SIGHUP to ``abm serve`` stops the server's whole process tree (SIGTERM, then SIGKILL after
+    :data:`STOP_GRACE_S`), so no solara process is left serving on the port."""
+    import signal
+
+    child = subprocess.Popen(cmd, env=env, start_new_session=True)
+    stopping = []
+
+    def stop(signum, _frame):
+        stopping.append(signum)
+        _kill_group(child, signal.SIGTERM)
+
+    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        while True:
+            try:
+                rc = child.wait(timeout=STOP_GRACE_S if stopping else None)
+                break
+            except subprocess.TimeoutExpired:
+                _kill_group(child, signal.SIGKILL)
+    finally:
+        _kill_group(child, signal.SIGKILL)  # anything of the tree still alive (the leader may be gone already)
+        for s, h in old.items():
+            signal.signal(s, h)
+    if stopping:
+        return 128 + int(stopping[0]) if stopping[0] != signal.SIGINT else 130
+    return rc
+
+
+def _kill_group(child: subprocess.Popen, sig) -> None:
+    try:
+        os.killpg(child.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -68,22 +68,32 @@ def draw_lattice(
         ny, nx = field.shape
         x = np.linspace(ext[0], ext[1], nx, endpoint=False) + (ext[1] - ext[0]) / (2 * nx)
         y = np.linspace(ext[2], ext[3], ny, endpoint=False) + (ext[3] - ext[2]) / (2 * ny)
-        levels = _contour_levels(norm)
+        levels = _contour_levels(norm, np.asarray(field, dtype=float))
         artists["field"] = ax.contour(
             x, y, np.asarray(field, dtype=float), levels=levels, cmap=cmap, norm=norm, linewidths=1.0, zorder=3
         )
+        ax.clabel(artists["field"], fmt=lambda v: f"{v:.3g}", fontsize=6, inline=True)
     ax.set_xlim(ext[0], ext[1])
     ax.set_ylim(ext[2], ext[3])
     ax.set_aspect("equal")
     return artists
 
 
-def _contour_levels(norm) -> np.ndarray:
+def _contour_levels(norm, field: np.ndarray | None = None) -> np.ndarray:
+    """Contour levels within the field's own range (contours show its shape; the labels and the colour bar give
+    the values): 7 levels, geometric on a log norm."""
     from matplotlib.colors import LogNorm
 
+    lo, hi = norm.vmin, norm.vmax
+    if field is not None and field.size:
+        pos = field[field > 0]
+        lo = max(float(pos.min()) if pos.size else lo, lo) if isinstance(norm, LogNorm) else float(field.min())
+        hi = float(field.max())
+    if not hi > lo:
+        return np.array([hi])
     if isinstance(norm, LogNorm):
-        return np.geomspace(norm.vmin, norm.vmax, 7)
-    return np.linspace(norm.vmin, norm.vmax, 8)[1:]
+        return np.geomspace(lo, hi, 9)[1:-1]
+    return np.linspace(lo, hi, 9)[1:-1]
 
 
 def _field_colourbar(fig, ax, artists, run, field, norm, cmap):
@@ -105,11 +115,13 @@ def snapshot_figure(
     overlay: str = "heatmap",
     units: str = "mm",
     ax=None,
+    note: str = "",
 ):
     """The lattice at the snapshot nearest ``time_day`` (default: the last): cell types in the Okabe-Ito palette
     with a legend, vessels in black, axes in ``units`` ("mm" or "um"), a scale bar, and optionally one field
     (``"il2"``, ``"ifna"`` or ``"drug"``) as a translucent heat map or contours with a colour bar (``log=True``
-    for a logarithmic scale). A 3D run gives :func:`slices_figure`.
+    for a logarithmic scale). A 3D run gives :func:`slices_figure`. A field that is zero everywhere gets no
+    made-up colour range: the cells are drawn alone with a note. ``note`` is added under the title.
     """
     st.use_agg()
     import matplotlib.pyplot as plt
@@ -131,17 +143,25 @@ def snapshot_figure(
         fig = ax.figure
     values = norm = None
     cmap = st.SPECIES_CMAPS.get(field or "", "Blues")
+    empty = False
     if field is not None:
         values = run.field(field, i)
-        norm = st.field_norm(values, log)
+        empty = st.field_is_empty(values)
+        if empty:  # nothing to scale: draw the cells alone and say so
+            values = None
+        else:
+            norm = st.field_norm(values, log)
     arts = draw_lattice(ax, codes, ext, field=values, norm=norm, cmap=cmap, overlay=overlay)
-    if field is not None:
+    if values is not None:
         _field_colourbar(fig, ax, arts, run, field, norm, cmap)
+    elif empty:
+        st.empty_field_note(ax, field, run.field_units.get(field, ""))
     ax.legend(handles=st.cell_legend_handles(), loc="upper left", fontsize=8, framealpha=0.8, ncol=1)
     st.add_scale_bar(ax, ext[1], units)
     ax.set_xlabel(f"x ({'µm' if units == 'um' else units})")
     ax.set_ylabel(f"y ({'µm' if units == 'um' else units})")
-    ax.set_title(f"{st.scenario_name(run)}: day {run.snapshot_time_min[i] / st.MIN_PER_DAY:.2f}")
+    title = f"{st.scenario_name(run)}: day {run.snapshot_time_min[i] / st.MIN_PER_DAY:.2f}"
+    ax.set_title(title + (f"\n({note})" if note else ""), fontsize=10 if note else None)
     return fig
 
 
@@ -169,7 +189,10 @@ def slices_figure(
     h = run.spacing_um
     cmap = st.SPECIES_CMAPS.get(field or "", "Blues")
     fvals = run.field(field, i) if field is not None else None
-    norm = st.field_norm(fvals, log) if field is not None else None
+    empty = fvals is not None and st.field_is_empty(fvals)
+    if empty:
+        fvals = None
+    norm = st.field_norm(fvals, log) if fvals is not None else None
     cs = _mid_slices(codes)
     fs = _mid_slices(fvals) if fvals is not None else {}
     u = "µm" if units == "um" else units
@@ -190,8 +213,10 @@ def slices_figure(
         ax.set(xlabel=f"{xl} ({u})", ylabel=f"{yl} ({u})", title=title)
         st.add_scale_bar(ax, ext[1], units)
     fig.legend(handles=st.cell_legend_handles(), loc="outside lower center", ncol=5, fontsize=9)
-    if field is not None:
+    if fvals is not None:
         _field_colourbar(fig, axes, None, run, field, norm, cmap)
+    elif empty:
+        st.empty_field_note(axes[0, 0], field, run.field_units.get(field, ""))
     fig.suptitle(f"{st.scenario_name(run)} (3D {nx}x{ny}x{nz}): day {run.snapshot_time_min[i] / st.MIN_PER_DAY:.2f}")
     return fig
 
@@ -221,11 +246,13 @@ def fields_figure(
     for n in names:
         v = run.field(n, i)
         data[n] = v[nz // 2] if v.ndim == 3 else v
-    norms = {n: st.field_norm(data[n], log) for n in names}
+    empty = {n: st.field_is_empty(data[n]) for n in names}
+    norms = {n: st.field_norm(data[n], log) for n in names if not empty[n]}
     if shared:
         groups: dict[str, list[str]] = {}
         for n in names:
-            groups.setdefault(run.field_units.get(n, ""), []).append(n)
+            if not empty[n]:
+                groups.setdefault(run.field_units.get(n, ""), []).append(n)
         for members in groups.values():
             norm = st.field_norm([data[m] for m in members], log)
             for m in members:
@@ -235,14 +262,22 @@ def fields_figure(
     vess = vess[nz // 2] if vess.ndim == 3 else vess
     u = "µm" if units == "um" else units
     for ax, n in zip(axes[0], names):
-        im = ax.imshow(
-            data[n],
-            origin="lower",
-            extent=ext,
-            cmap=st.SPECIES_CMAPS.get(n, "viridis"),
-            norm=norms[n],
-            interpolation="nearest",
-        )
+        im = None
+        if empty[n]:  # zero everywhere: no colour range to invent; say so
+            ax.set_facecolor("white")
+            ax.set_xlim(ext[0], ext[1])
+            ax.set_ylim(ext[2], ext[3])
+            ax.set_aspect("equal")
+            st.empty_field_note(ax, n, run.field_units.get(n, ""))
+        else:
+            im = ax.imshow(
+                data[n],
+                origin="lower",
+                extent=ext,
+                cmap=st.SPECIES_CMAPS.get(n, "viridis"),
+                norm=norms[n],
+                interpolation="nearest",
+            )
         if vess.any():
             ax.contour(
                 vess.astype(float),
@@ -252,9 +287,10 @@ def fields_figure(
                 extent=ext,
                 origin="lower",
             )
-        cb = fig.colorbar(im, ax=ax, shrink=0.85, pad=0.02)
-        cb.set_label(st.field_label(run, n))
-        st.tidy_colourbar(cb)
+        if im is not None:
+            cb = fig.colorbar(im, ax=ax, shrink=0.85, pad=0.02)
+            cb.set_label(st.field_label(run, n))
+            st.tidy_colourbar(cb)
         ax.set(xlabel=f"x ({u})", ylabel=f"y ({u})", title=st.SPECIES_LABELS.get(n, n))
         st.add_scale_bar(ax, ext[1], units)
     where = f", z = {nz // 2} slice" if nz > 1 else ""
@@ -285,9 +321,36 @@ def plot_counts(ax, run: Any, *, colour=None, label_prefix: str = "") -> None:
     ax.set(xlabel="time (days)", ylabel="cells", title="cells by type", yscale="symlog")
 
 
+def recist_status(d: np.ndarray, n_tumour: np.ndarray, resp) -> np.ndarray:
+    """RECIST-like status at each time, by the rules the model classifies with (abm.observables): CR when no
+    tumour cells are left (at most ``complete_response_cells``), PR at >= the shrinkage below baseline, PD at >= the
+    growth over the running nadir (only while the nadir is positive: after the lesion has vanished there is no
+    measurable disease to grow by a fraction), SD otherwise."""
+    d = np.asarray(d, dtype=float)
+    out = np.full(d.shape, "SD", dtype="<U2")
+    if d.size == 0:
+        return out
+    nadir = np.minimum.accumulate(d)
+    if d[0] > 0:
+        out[(nadir > 0) & (d >= (1.0 + resp.progression_growth) * nadir)] = "PD"
+        out[d <= (1.0 - resp.partial_response_shrinkage) * d[0]] = "PR"
+    out[np.asarray(n_tumour, dtype=float) <= resp.complete_response_cells] = "CR"
+    return out
+
+
+def _spans(t: np.ndarray, mask: np.ndarray) -> list[tuple[float, float]]:
+    """(start, end) times of the runs of True in ``mask`` (each run extends to the next sample)."""
+    out = []
+    idx = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    for s0, s1 in zip(idx[::2], idx[1::2]):
+        out.append((float(t[s0]), float(t[min(s1, len(t) - 1)])))
+    return out
+
+
 def plot_diameter(ax, run: Any) -> None:
-    """Longest diameter with the RECIST bands: partial response at or below (1 - shrinkage) x baseline,
-    progression at or above (1 + growth) x the running nadir."""
+    """Lesion diameter with the RECIST bands: partial response at or below (1 - shrinkage) x baseline,
+    progression at or above (1 + growth) x the running nadir while the nadir is positive, and the complete
+    response (no tumour cells left) shaded as such (not as progression, though the nadir is then 0)."""
     t = _days(run)
     obs = run.observables
     key = "tumour_lesion_diameter_mm" if "tumour_lesion_diameter_mm" in obs else "tumour_longest_diameter_mm"
@@ -304,10 +367,15 @@ def plot_diameter(ax, run: Any) -> None:
             label="all tumour cells",
         )
     if d.size:
+        n_t = np.asarray(obs.get("n_tumour", np.ones_like(d)), dtype=float)
+        status = recist_status(d, n_t, resp)
+        cr = status == "CR"
         pr = (1.0 - resp.partial_response_shrinkage) * d[0]
         nadir = np.minimum.accumulate(d)
         pd_line = (1.0 + resp.progression_growth) * nadir
-        top = max(float(np.nanmax(d)), float(np.nanmax(pd_line))) * 1.15 or 1.0
+        every = np.asarray(obs.get("tumour_longest_diameter_mm", d), dtype=float)
+        top = max(float(np.nanmax(d)), float(np.nanmax(pd_line)), float(np.nanmax(every)))
+        top = top * 1.15 or 1.0
         ax.axhspan(
             0.0,
             pr,
@@ -319,23 +387,37 @@ def plot_diameter(ax, run: Any) -> None:
             t,
             pd_line,
             top,
+            where=(nadir > 0) & ~cr,
             color=st.OKABE_ITO["vermillion"],
             alpha=0.15,
+            lw=0,
             label=f"progression (+{resp.progression_growth:.0%} over nadir)",
+            gid="recist-progression",
         )
+        for k, (t0, t1) in enumerate(_spans(t, cr)):
+            ax.axvspan(
+                t0,
+                t1 if t1 > t0 else t0 + 1e-3,
+                color=st.OKABE_ITO["sky_blue"],
+                alpha=0.3,
+                lw=0,
+                label="complete response (no tumour cells)" if k == 0 else None,
+                gid="recist-complete-response",
+            )
         ax.set_ylim(0.0, top)
     ax.set(xlabel="time (days)", ylabel="longest diameter (mm)", title="tumour size (RECIST)")
     ax.legend(fontsize=7, loc="upper left", framealpha=0.8)
 
 
-DOSE_MARKERS = {"dose_given": ("v", "given"), "dose_held": ("x", "held"), "dose_cancelled": ("o", "cancelled")}
+DOSE_MARKERS = {"dose_given": ("v", "given"), "dose_held": ("X", "held"), "dose_cancelled": ("o", "cancelled")}
 
 
-def plot_plasma(ax, run: Any) -> None:
-    """Plasma levels per species (log scale) with every dose event marked above the axes: given (triangle),
-    held (cross), cancelled (open circle), coloured by drug. A species in other units goes on a twin axis."""
+def plot_plasma(ax, run: Any) -> dict[str, Any]:
+    """Plasma levels per species on a log axis that spans LOG_DYNAMIC_RANGE below each axis's peak (washout tails
+    are not drawn down to 1e-12). A species in other units goes on a twin axis. Returns the axes by unit."""
     t = _days(run)
     axes_by_unit: dict[str, Any] = {}
+    peak: dict[str, float] = {}
     handles = []
     for sp in run.species:
         key = f"plasma_{sp}"
@@ -344,9 +426,10 @@ def plot_plasma(ax, run: Any) -> None:
         unit = run.observable_units.get(key, "")
         if unit not in axes_by_unit:
             axes_by_unit[unit] = ax if not axes_by_unit else ax.twinx()
-            axes_by_unit[unit].set_ylabel(f"plasma ({unit})")
+            axes_by_unit[unit].set_ylabel(f"plasma ({unit}, log)")
         a = axes_by_unit[unit]
         y = np.asarray(run.observables[key], dtype=float)
+        peak[unit] = max(peak.get(unit, 0.0), float(np.nanmax(y)))
         (line,) = a.plot(
             t,
             np.where(y > 0, y, np.nan),
@@ -355,39 +438,52 @@ def plot_plasma(ax, run: Any) -> None:
         )
         handles.append(line)
         a.set_yscale("log")
-    from matplotlib.lines import Line2D
+    for unit, a in axes_by_unit.items():
+        a.set_ylim(peak[unit] / st.LOG_DYNAMIC_RANGE, peak[unit] * 2.0)
+    ax.set_xlabel("time (days)")
+    if handles:
+        ax.legend(handles=handles, fontsize=7, loc="upper right", framealpha=0.8)
+    else:
+        ax.text(0.5, 0.5, "no drug in plasma", transform=ax.transAxes, ha="center", va="center", color="0.3")
+    return axes_by_unit
 
+
+def plot_doses(ax, run: Any) -> list[str]:
+    """Dose events as a strip of rows, one per drug and outcome: given (filled triangle in the drug's colour),
+    held for toxicity (black cross) and cancelled (open circle), each row labelled with its count. Returns the
+    row labels (top to bottom)."""
+    rows = []
     for kind, (marker, word) in DOSE_MARKERS.items():
         evs = [e for e in run.events if e["kind"] == kind]
         for sp in sorted({e["drug"] for e in evs}):
             te = [e["time_min"] / st.MIN_PER_DAY for e in evs if e["drug"] == sp]
-            ax.plot(
-                te,
-                np.full(len(te), 1.02),
-                marker,
-                color=st.SPECIES_COLOURS.get(sp, "k"),
-                ls="",
-                mfc="none" if kind == "dose_cancelled" else None,
-                ms=5,
-                clip_on=False,
-                transform=ax.get_xaxis_transform(),
-            )
-        if evs:
-            handles.append(
-                Line2D(
-                    [],
-                    [],
-                    marker=marker,
-                    color="0.3",
-                    ls="",
-                    mfc="none" if marker == "o" else None,
-                    label=f"dose {word} ({len(evs)})",
-                )
-            )
-    ax.set_xlabel("time (days)")
-    ax.set_title("plasma levels and doses", pad=12)  # room for the dose markers above the axes
-    if handles:
-        ax.legend(handles=handles, fontsize=7, loc="upper right", framealpha=0.8)
+            rows.append((sp, kind, marker, word, te))
+    rows.sort(key=lambda r: (r[0], list(DOSE_MARKERS).index(r[1])))
+    labels = []
+    for k, (sp, kind, marker, word, te) in enumerate(rows):
+        y = len(rows) - 1 - k
+        colour = st.SPECIES_COLOURS.get(sp, "k") if kind == "dose_given" else ("k" if kind == "dose_held" else "0.4")
+        ax.plot(
+            te,
+            np.full(len(te), float(y)),
+            marker,
+            color=colour,
+            ls="",
+            mfc="none" if kind == "dose_cancelled" else colour,
+            mew=1.0,
+            ms=5 if kind == "dose_given" else 6,
+            gid=kind,
+            clip_on=False,  # a dose at day 0 sits on the left edge: draw it whole (it stays inside its row)
+        )
+        labels.append(f"{st.SPECIES_LABELS.get(sp, sp)} {word} ({len(te)})")
+    ax.set_yticks(range(len(rows)), labels[::-1] if labels else [], fontsize=7)
+    ax.set_ylim(-0.6, max(len(rows), 1) - 0.4)
+    ax.tick_params(axis="x", labelbottom=False)
+    if not rows:
+        ax.set_yticks([])
+        ax.text(0.5, 0.5, "no doses", transform=ax.transAxes, ha="center", va="center", fontsize=7, color="0.3")
+    ax.grid(axis="x", color="0.9", lw=0.5)
+    return labels
 
 
 def plot_toxicity(ax, run: Any) -> None:
@@ -425,35 +521,51 @@ def plot_kills(ax, run: Any) -> None:
 
 
 def dashboard_figure(run: Any, *, field: str | None = "il2", time_day: float | None = None):
-    """A run over time: cells by type, tumour diameter with the RECIST bands, plasma levels with dose events,
-    toxicity with its hold and DLT thresholds, cumulative kills by killer, and the lattice at ``time_day``."""
+    """A run over time: cells by type, tumour diameter with the RECIST bands, plasma levels (log, 4 decades) under
+    a strip of dose events (given / held / cancelled in rows of their own), toxicity with its hold and DLT
+    thresholds, cumulative kills by killer, and the lattice at ``time_day`` (default: the last snapshot, or after
+    a complete response the last snapshot that still has tumour cells, so the panel shows the tumour, not an
+    empty tissue)."""
     st.use_agg()
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 3, figsize=(16, 9), layout="constrained")
-    plot_counts(axes[0, 0], run)
-    axes[0, 0].legend(fontsize=7, loc="upper left", framealpha=0.8)
-    plot_diameter(axes[0, 1], run)
-    plot_plasma(axes[0, 2], run)
-    plot_toxicity(axes[1, 0], run)
-    plot_kills(axes[1, 1], run)
-    ax = axes[1, 2]
-    if run.n_snapshots and run.shape_xyz[2] == 1:
-        snapshot_figure(run, time_day, field=field, ax=ax, log=True)
-    elif run.n_snapshots:  # 3D: the z projection of the cells only
-        i = st.snapshot_index(run, time_day)
-        nx, ny, _ = run.shape_xyz
-        codes = st.project_codes(st.display_codes(run.cell_type(i), st.vessel_mask(run)))
-        draw_lattice(ax, codes, st.extent(nx, ny, run.spacing_um, "mm"))
-        ax.legend(handles=st.cell_legend_handles(), loc="upper left", fontsize=7)
-        ax.set(
-            xlabel="x (mm)", ylabel="y (mm)", title=f"z projection, day {run.snapshot_time_min[i] / st.MIN_PER_DAY:.2f}"
-        )
+    fig = plt.figure(figsize=(16, 9.5), layout="constrained")
+    gs = fig.add_gridspec(2, 3)
+    g_pl = gs[0, 2].subgridspec(2, 1, height_ratios=[1, 4], hspace=0.02)
+    ax_counts, ax_diam = fig.add_subplot(gs[0, 0]), fig.add_subplot(gs[0, 1])
+    ax_plasma = fig.add_subplot(g_pl[1])
+    ax_doses = fig.add_subplot(g_pl[0], sharex=ax_plasma)
+    ax_tox, ax_kills, ax_lat = fig.add_subplot(gs[1, 0]), fig.add_subplot(gs[1, 1]), fig.add_subplot(gs[1, 2])
+    plot_counts(ax_counts, run)
+    ax_counts.legend(fontsize=7, loc="upper left", framealpha=0.8)
+    plot_diameter(ax_diam, run)
+    plot_plasma(ax_plasma, run)
+    plot_doses(ax_doses, run)
+    ax_doses.set_title("plasma levels and doses")
+    plot_toxicity(ax_tox, run)
+    plot_kills(ax_kills, run)
+    ax = ax_lat
+    if run.n_snapshots:
+        note = ""
+        if time_day is None:
+            i, note = st.informative_snapshot(run)
+            time_day = float(run.snapshot_time_min[i]) / st.MIN_PER_DAY
+        if run.shape_xyz[2] == 1:
+            snapshot_figure(run, time_day, field=field, ax=ax, log=True, note=note)
+        else:  # 3D: the z projection of the cells only
+            i = st.snapshot_index(run, time_day)
+            nx, ny, _ = run.shape_xyz
+            codes = st.project_codes(st.display_codes(run.cell_type(i), st.vessel_mask(run)))
+            draw_lattice(ax, codes, st.extent(nx, ny, run.spacing_um, "mm"))
+            ax.legend(handles=st.cell_legend_handles(), loc="upper left", fontsize=7)
+            title = f"z projection, day {run.snapshot_time_min[i] / st.MIN_PER_DAY:.2f}"
+            ax.set(xlabel="x (mm)", ylabel="y (mm)", title=title + (f"\n({note})" if note else ""))
     else:
         ax.set_axis_off()
         ax.set_title("no lattice snapshots")
-    for a in axes.ravel()[:5]:
-        a.set_xlim(0, max(_days(run)[-1], 1e-9) if len(run.time_min) else 1)
+    t_end = max(_days(run)[-1], 1e-9) if len(run.time_min) else 1
+    for a in (ax_counts, ax_diam, ax_plasma, ax_tox, ax_kills):
+        a.set_xlim(0, t_end)
     s = run.summary
     outcome = f" - response {s['response']} (best {s.get('best_response', '?')})" if "response" in s else ""
     fig.suptitle(f"{st.scenario_name(run)} (seed {run.attrs.get('seed', '?')}){outcome}")
@@ -501,19 +613,23 @@ def compare_figure(
             if field is not None:
                 v = r.field(field, i)
                 fvals.append(v[v.shape[0] // 2] if v.ndim == 3 else v)
-        norm = st.field_norm(fvals, log) if field is not None else None
+        empty = field is not None and st.field_is_empty(fvals)
+        show = field is not None and not empty
+        norm = st.field_norm(fvals, log) if show else None
         cmap = st.SPECIES_CMAPS.get(field or "", "Blues")
         for k, (ax, r, i) in enumerate(zip(top, runs, idx)):
             nx, ny, nz = r.shape_xyz
             codes = st.display_codes(r.cell_type(i), st.vessel_mask(r))
             codes = codes[nz // 2] if codes.ndim == 3 else codes
             ext = st.extent(nx, ny, r.spacing_um, units)
-            draw_lattice(ax, codes, ext, field=fvals[k] if field is not None else None, norm=norm, cmap=cmap)
+            draw_lattice(ax, codes, ext, field=fvals[k] if show else None, norm=norm, cmap=cmap)
+            if empty:
+                st.empty_field_note(ax, field, r.field_units.get(field, ""))
             ax.set_title(f"{labels[k]}\nday {r.snapshot_time_min[i] / st.MIN_PER_DAY:.2f}", fontsize=10)
             ax.set_xlabel(f"x ({'µm' if units == 'um' else units})")
             st.add_scale_bar(ax, ext[1], units)
         top[0].set_ylabel(f"y ({'µm' if units == 'um' else units})")
-        if field is not None:
+        if show:
             _field_colourbar(sub[0], top, None, runs[0], field, norm, cmap)
         sub[0].legend(handles=st.cell_legend_handles(), loc="outside lower center", ncol=5, fontsize=8)
     else:

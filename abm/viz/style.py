@@ -62,6 +62,16 @@ RUN_COLOURS = (
 LENGTH_UNITS = {"mm": 1e-3, "um": 1.0}  # factor from micrometres
 MIN_PER_DAY = 1440.0
 LOG_DYNAMIC_RANGE = 1e4  # a log colour scale spans at most this factor below its maximum
+MIN_LOG_SPAN = 10.0  # ... and at least this factor (one decade)
+
+
+def fmt_amount(x: float) -> str:
+    """A dose or concentration for a label: 720,000 and 3,600 with thousands separators, 0.05 and 7.2 with three
+    significant digits."""
+    x = float(x)
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    return f"{x:.3g}"
 
 
 def use_agg() -> None:
@@ -118,6 +128,30 @@ def snapshot_index(run: Any, time_day: float | None) -> int:
     return int(np.argmin(np.abs(t - time_day)))
 
 
+def tumour_at_snapshots(run: Any) -> np.ndarray:
+    """Tumour-cell count at each snapshot, from the per-step observables (no frame is read)."""
+    steps = np.asarray(run.steps)
+    n = np.asarray(run.observables.get("n_tumour", np.zeros(len(steps))), dtype=float)
+    if steps.size == 0:
+        return np.zeros(run.n_snapshots)
+    j = np.clip(np.searchsorted(steps, np.asarray(run.snapshot_steps)), 0, steps.size - 1)
+    return n[j]
+
+
+def informative_snapshot(run: Any) -> tuple[int, str]:
+    """The snapshot a run's overview should show, and why: the last one, unless the tumour is gone by then (a
+    complete response leaves an empty lattice); then the last snapshot that still has tumour cells."""
+    n = run.n_snapshots
+    if n == 0:
+        raise ValueError(f"{run.path}: the run has no lattice snapshots (run with snapshot_every_min > 0)")
+    tum = tumour_at_snapshots(run)
+    if tum[-1] > 0 or not np.any(tum > 0):
+        return n - 1, ""
+    i = int(np.flatnonzero(tum > 0)[-1])
+    gone = float(run.snapshot_time_min[i + 1]) / MIN_PER_DAY
+    return i, f"last snapshot with tumour cells; none from day {gone:.2f}"
+
+
 def vessel_mask(run: Any) -> np.ndarray:
     """Boolean mask shaped ``run.grid_shape``: True on vessel sites (flat index x + nx*(y + ny*z))."""
     nx, ny, nz = run.shape_xyz
@@ -143,20 +177,49 @@ def project_codes(codes: np.ndarray, axis: int = 0) -> np.ndarray:
     return np.asarray(PROJECTION_PRIORITY, dtype=np.uint8)[top]
 
 
-def field_norm(values, log: bool, vmax: float | None = None):
-    """A colour norm for concentration data: linear from 0, or logarithmic over LOG_DYNAMIC_RANGE."""
+def field_is_empty(values) -> bool:
+    """True when a field holds no positive value anywhere (e.g. a drug never given): there is no range to show."""
+    arrs = [np.asarray(v, dtype=np.float64) for v in (values if isinstance(values, list) else [values])]
+    return not any(a.size and np.nanmax(a) > 0 for a in arrs)
+
+
+def field_norm(values, log: bool, vmax: float | None = None, vmin_pos: float | None = None):
+    """A colour norm for concentration data: linear from 0, or logarithmic from max(smallest positive value,
+    max / LOG_DYNAMIC_RANGE) to the maximum, and always at least MIN_LOG_SPAN wide (so a near-uniform field is
+    drawn near-uniform, not stretched over the colour map to magnify noise). ``vmax`` and ``vmin_pos`` give the
+    range directly (e.g. over every frame of a film). An all-zero field has no range: test it with
+    :func:`field_is_empty` and draw it as empty; here it gets an arbitrary 0-1 scale."""
     from matplotlib.colors import LogNorm, Normalize
 
     arrs = [np.asarray(v, dtype=np.float64).ravel() for v in (values if isinstance(values, list) else [values])]
     allv = np.concatenate(arrs) if arrs else np.zeros(1)
     top = float(np.nanmax(allv)) if vmax is None and allv.size else float(vmax or 0.0)
     if not np.isfinite(top) or top <= 0:
-        top = 1.0  # an all-zero field (e.g. a drug never given): any scale shows it as zero
+        top = 1.0
     if log:
-        pos = allv[allv > 0]
-        lo = max(float(pos.min()) if pos.size else top / LOG_DYNAMIC_RANGE, top / LOG_DYNAMIC_RANGE)
+        if vmin_pos is None:
+            pos = allv[allv > 0]
+            vmin_pos = float(pos.min()) if pos.size else top / LOG_DYNAMIC_RANGE
+        lo = min(max(float(vmin_pos), top / LOG_DYNAMIC_RANGE), top / MIN_LOG_SPAN)
         return LogNorm(vmin=lo, vmax=top, clip=True)
     return Normalize(vmin=0.0, vmax=top)
+
+
+def empty_field_note(ax, name: str, units: str = "") -> None:
+    """Say on ``ax`` that a field is zero everywhere (instead of inventing a colour range for it)."""
+    label = SPECIES_LABELS.get(name, name)
+    ax.text(
+        0.5,
+        0.5,
+        f"no {label} in the tissue\n(0 {units} everywhere)".replace(" )", ")"),
+        transform=ax.transAxes,
+        ha="center",
+        va="center",
+        fontsize=9,
+        color="0.25",
+        bbox={"facecolor": "white", "edgecolor": "0.6", "alpha": 0.85},
+        gid="empty-field-note",
+    )
 
 
 def add_scale_bar(ax, width_data: float, units: str) -> None:
@@ -197,13 +260,14 @@ def field_label(run_or_units: Any, name: str) -> str:
 
 
 def tidy_colourbar(cb) -> None:
-    """Readable tick labels on a colour bar: plain numbers; a log range under a decade gets five labelled ticks."""
+    """Readable tick labels on a colour bar: plain numbers; a log range of two decades or less gets five labelled
+    ticks."""
     from matplotlib.colors import LogNorm
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     fmt = FuncFormatter(lambda x, _pos: f"{x:.4g}")
     norm = cb.mappable.norm
-    if isinstance(norm, LogNorm) and norm.vmax / norm.vmin < 10.0:
+    if isinstance(norm, LogNorm) and norm.vmax / norm.vmin <= 100.0:
         cb.set_ticks(np.geomspace(norm.vmin, norm.vmax, 5))
     cb.ax.yaxis.set_major_formatter(fmt)
     cb.ax.yaxis.set_minor_formatter(NullFormatter())
