@@ -170,28 +170,6 @@ def cmd_scenarios(args) -> int:
     return EXIT_OK
 
 
-def _add_plot(sub) -> None:
-    p = sub.add_parser("plot", help="plot a run: counts, plasma levels and doses over time, and the final lattice")
-    p.add_argument("file")
-    p.add_argument("--out", "-o", help="image file (PNG, PDF or SVG; default: FILE with .png)")
-    p.set_defaults(func=cmd_plot)
-
-
-def cmd_plot(args) -> int:
-    import abm
-    from abm.plotting import overview_figure
-
-    path = Path(args.file)
-    if not path.exists():
-        raise UsageError(f"{path}: no such file")
-    run = abm.load(path)
-    out = Path(args.out) if args.out else path.with_suffix(".png")
-    fig = overview_figure(run)
-    fig.savefig(out, dpi=120)
-    print(f"wrote {out}")
-    return EXIT_OK
-
-
 def build_parser() -> argparse.ArgumentParser:
     from abm import __version__
 
@@ -205,8 +183,6 @@ def build_parser() -> argparse.ArgumentParser:
         add(sub)
     for mod in PLUGINS:
         importlib.import_module(mod).register(sub)
-    if "plot" not in sub.choices:  # abm.viz, when installed, provides the fuller `abm plot`
-        _add_plot(sub)
     return parser
 
 

@@ -121,6 +121,7 @@ class Model(mesa_face.MesaModel):
         self.n_tumour = 0  # tumour cells at the start of the current step (drives CTL priming)
         self.observer = Observer(p, lat)
         self.observable_specs = observable_specs(p)
+        self.observable_units = {o.name: o.units for o in self.observable_specs}
         self._observed: tuple[int, dict[str, float]] | None = None
         self.datacollector = mesa_face.headline_datacollector()
         self.datacollector.collect(self)

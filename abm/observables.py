@@ -166,7 +166,8 @@ def classify(diameter: np.ndarray, n_tumour: np.ndarray, r: ResponseParams) -> n
     nadir = np.minimum.accumulate(d)
     out = np.full(d.shape, "SD", dtype="<U2")
     if base > 0:
-        out[d >= (1.0 + r.progression_growth) * nadir] = "PD"
+        # growth over the nadir; once the lesion measure has vanished (nadir 0) only its reappearance is progression
+        out[(d > nadir) & (d >= (1.0 + r.progression_growth) * nadir)] = "PD"
         out[d <= (1.0 - r.partial_response_shrinkage) * base] = "PR"
     out[n <= r.complete_response_cells] = "CR"
     return out

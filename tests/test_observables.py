@@ -18,6 +18,14 @@ def test_classify_thresholds():
     assert list(classify(d, n, R)) == ["SD", "SD", "PR", "SD", "PD", "CR"]
 
 
+def test_a_vanished_lesion_is_not_progression_until_it_reappears():
+    """Scattered survivors leave cells but no measurable lesion (diameter 0): that is a response, not PD; a lesion
+    that forms again after the nadir 0 is progression."""
+    d = np.array([10.0, 4.0, 0.0, 0.0, 0.0, 8.0])
+    n = np.array([100, 40, 3, 2, 2, 9])
+    assert list(classify(d, n, R)) == ["SD", "PR", "PR", "PR", "PR", "PD"]
+
+
 def test_best_response_needs_sd_to_last():
     t = np.arange(0, 60) * DAY
     growing = 10.0 * 1.01 ** np.arange(60)  # +20% over the nadir on day 19, before 42 days

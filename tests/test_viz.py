@@ -462,7 +462,7 @@ class Block(importlib.abc.MetaPathFinder):
         if name.split(".")[0] in BLOCKED:
             raise ModuleNotFoundError(f"No module named {{name!r}} (blocked by the test)", name=name)
 sys.meta_path.insert(0, Block())
-import abm.viz, abm.viz.cli, abm.plotting
+import abm.viz, abm.viz.cli
 from abm.cli import main
 out = {str(tmp_path)!r}
 assert main(["plot", {str(r2.path)!r}, "--out", out + "/d.png"]) == 0
@@ -478,12 +478,6 @@ print("ok")
     assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stdout + res.stderr
     for name in ("d", "s", "f", "c"):
         assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
-
-
-def test_plotting_module_is_the_dashboard(runs):
-    from abm.plotting import overview_figure
-
-    assert overview_figure is viz.dashboard_figure
 
 
 def test_serve_command_is_local_by_default():

@@ -229,40 +229,6 @@ def divide_into_free(i, t, geo, key, purpose, kind, mhc, sc):
 
 
 @numba.njit(**JIT)
-def _tumour_step(i, t, geo, r, key, counters, sc):
-    c = t.cells
-    occ = t.occupancy
-    tr = r.tumour
-    site = c.site[i]
-    ifn = t.conc[r.species.ifna, site]
-    if tr.death_prob_per_step > 0.0 and rng.uniform(key.seed, key.step, i, rng.DEATH) < tr.death_prob_per_step:
-        remove(c, occ, i)
-        counters[DEATH_TUMOUR] += 1
-        return
-    drug = t.conc[r.species.drug, site]
-    p_div = tr.division_prob_per_step / (1.0 + ifn / tr.ifn_prolif_half_pM)
-    divide = rng.uniform(key.seed, key.step, i, rng.DIVIDE) < p_div
-    nf = 0
-    if drug > 0.0 or divide:  # the neighbourhood matters only for the drug or a division
-        nf, _ = scan_neighbours(site, occ, c.ctype, geo, sc.free, sc.tumour)
-    cycling = nf > 0  # contact inhibition: only cells with room to divide are in cycle
-    if cycling and drug > 0.0:
-        p_kill = -math.expm1(-tr.drug_kill_per_uM_per_min * drug * r.dt_min)
-        if rng.uniform(key.seed, key.step, i, rng.DRUG_KILL) < p_kill:
-            remove(c, occ, i)
-            counters[KILL_DRUG] += 1
-            return
-    target = tr.mhc_baseline + (1.0 - tr.mhc_baseline) * ifn / (ifn + tr.mhc_ifn_half_pM)
-    c.mhc[i] += (target - c.mhc[i]) * tr.mhc_relax_per_step
-    if divide:
-        if nf > 0:
-            spawn(c, occ, sc.free[rng.randint(key.seed, key.step, i, rng.DIVIDE_SITE, nf)], TUMOUR, c.mhc[i])
-            counters[DIV_TUMOUR] += 1
-        else:
-            counters[DIV_TUMOUR_BLOCKED] += 1
-
-
-@numba.njit(**JIT)
 def _ctl_step(i, t, geo, r, target, key, counters, sc):
     c = t.cells
     occ = t.occupancy
@@ -381,14 +347,49 @@ def step_cells(t, geo, r, target, key, counters, sc):
         tmp = order[j]
         order[j] = order[k]
         order[k] = tmp
+    # the records' members are bound once here, not per cell: passing a record of arrays to a function costs a
+    # reference-count update per array, which per tumour cell (most of the cells) doubled the cost of a step
+    occ = t.occupancy
+    conc = t.conc
+    tr = r.tumour
+    dt = r.dt_min
+    ifna = r.species.ifna
+    drug_row = r.species.drug
     for jj in range(n0):
         i = order[jj]
         kind = c.ctype[i]
         if kind == EMPTY:
             continue
-        c.age_min[i] += r.dt_min
-        if kind == TUMOUR:
-            _tumour_step(i, t, geo, r, key, counters, sc)
+        c.age_min[i] += dt
+        if kind == TUMOUR:  # written out here, not called: it runs for most cells
+            site = c.site[i]
+            ifn = conc[ifna, site]
+            if tr.death_prob_per_step > 0.0 and rng.uniform(key.seed, key.step, i, rng.DEATH) < tr.death_prob_per_step:
+                remove(c, occ, i)
+                counters[DEATH_TUMOUR] += 1
+                continue
+            drug = conc[drug_row, site]
+            p_div = tr.division_prob_per_step / (1.0 + ifn / tr.ifn_prolif_half_pM)
+            divide = rng.uniform(key.seed, key.step, i, rng.DIVIDE) < p_div
+            nf = 0
+            if drug > 0.0 or divide:  # the neighbourhood matters only for the drug or a division
+                nf, _ = scan_neighbours(site, occ, c.ctype, geo, sc.free, sc.tumour)
+            cycling = nf > 0  # contact inhibition: only cells with room to divide are in cycle
+            if cycling and drug > 0.0:
+                p_kill = -math.expm1(-tr.drug_kill_per_uM_per_min * drug * dt)
+                if rng.uniform(key.seed, key.step, i, rng.DRUG_KILL) < p_kill:
+                    remove(c, occ, i)
+                    counters[KILL_DRUG] += 1
+                    continue
+            target_m = tr.mhc_baseline + (1.0 - tr.mhc_baseline) * ifn / (ifn + tr.mhc_ifn_half_pM)
+            c.mhc[i] += (target_m - c.mhc[i]) * tr.mhc_relax_per_step
+            if divide:
+                if nf > 0:
+                    s = sc.free[rng.randint(key.seed, key.step, i, rng.DIVIDE_SITE, nf)]
+                    spawn(c, occ, s, TUMOUR, c.mhc[i])
+                    counters[DIV_TUMOUR] += 1
+                else:
+                    counters[DIV_TUMOUR_BLOCKED] += 1
         elif kind == CTL:
             _ctl_step(i, t, geo, r, target, key, counters, sc)
         elif kind == NK:
