@@ -52,7 +52,8 @@ class Model(mesa_face.MesaModel):
         A parameter tree to use instead of the scenario's.
     seed, rng:
         Mesa's seeding convention (one or the other). ``seed`` is also the key of every random draw in the
-        kernels; with ``rng`` (or neither) that key is drawn from the generator and kept in ``model.seed``.
+        kernels; with ``rng`` (or neither) that key is drawn from the generator and kept in ``model.seed``. The
+        scenario's ``run.seed`` is used by :func:`abm.run`, not here: ``Model(sc, seed=sc.run.seed)`` reproduces it.
     sets:
         ``key.path=value`` override strings applied on top.
     **overrides:
@@ -80,8 +81,8 @@ class Model(mesa_face.MesaModel):
         self.scenario = scenario
         self.params: Params = scenario.params
         mesa_face.mesa_init(self, seed, rng)  # Mesa's rule: seed or rng, not both
-        if seed is None and rng is None and scenario.run.seed is not None:
-            seed = scenario.run.seed
+        # neither given: a fresh key drawn from Mesa's (freshly seeded) generator and kept in self.seed, as Mesa
+        # models do, so mesa.batch_run's iterations are independent replicates; abm.run passes run.seed itself
         self.seed = _resolve_seed(seed, self.rng)
 
         p = self.params
@@ -123,9 +124,10 @@ class Model(mesa_face.MesaModel):
         self.observable_specs = observable_specs(p)
         self.observable_units = {o.name: o.units for o in self.observable_specs}
         self._observed: tuple[int, dict[str, float]] | None = None
+        self.n_steps = self.steps_for_days(scenario.run.days)  # the scenario's length: Mesa's `running` ends there
         self.datacollector = mesa_face.headline_datacollector()
         self.datacollector.collect(self)
-        self.running = True
+        self.running = self.n_steps > 0
 
     # ------------------------------------------------------------------------------------------- the step
     def advance(self, n: int = 1) -> None:
@@ -135,9 +137,11 @@ class Model(mesa_face.MesaModel):
         self.steps = self.step_index  # Mesa's step counter follows the engine's
 
     def step(self) -> None:
-        """One agent step of ``dt_min`` (Mesa's ``step``): the dynamics, then the DataCollector collects."""
+        """One agent step of ``dt_min`` (Mesa's ``step``): the dynamics, then the DataCollector collects; ``running``
+        turns False at the scenario's ``run.days``, so ``run_model()`` returns there."""
         self.advance(1)
         self.datacollector.collect(self)
+        self.running = self.step_index < self.n_steps
 
     def _step_dynamics(self) -> None:
         """docs/model.md, scheduling: therapy, fields, cells, recruitment."""

@@ -8,8 +8,8 @@ start of the step) / wall seconds. Two measures per case:
 - ``cells only``: the kernels of step 3-4 of a model step (SCIENCE.md s3) called directly in a loop -
   :func:`abm.kernels.cells.step_cells`, :func:`recruit`, :func:`compact` - with the fields frozen at their state
   after warm-up (no IL-2 exchange fill, no solver, no observation);
-- ``full step``: ``model.step()`` (therapy, IL-2 exchange, field solver for all 3 species, cells, recruitment,
-  observation).
+- ``full step``: ``model.step()`` (therapy, uptake/secretion, field solver for all 3 species, cells, recruitment,
+  then Mesa's data collection, which observes).
 
 Cases: the default 2D 200x200 lattice with a large tumour (radius 1,480 um, ~17,000 cells) plus 1,000 CTL and
 500 NK; a 3D 75^3 lattice with 24,000 tumour cells, 1,500 CTL and 500 NK (~26,000 cells). The cell loop is serial by
@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import numba
+import numpy as np
 
 try:
     import abm
@@ -41,6 +42,7 @@ except ImportError:  # running from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import abm
 from abm.kernels import cells as K
+from abm.kernels.records import StepKey
 
 TARGET_UPDATES_PER_CORE = 1e7
 TARGET_21D_S = 300.0
@@ -69,10 +71,8 @@ CASES = {
 def _cells_only(m: abm.Model, steps: int) -> tuple[float, int]:
     """Time ``steps`` calls of step_cells + recruit + compact on the model's state; (seconds, agent updates)."""
     s = m.state
-    lat = s.lattice
-    offs = m._offs
     counters = K.empty_counters()
-    centroid = m._bias_target()
+    K.tumour_centroid(s.cells, m.geometry, m.migration_target)
     p_ctl, p_nk = m.recruitment_probabilities()
     updates = 0
     k0 = m.step_index
@@ -80,42 +80,9 @@ def _cells_only(m: abm.Model, steps: int) -> tuple[float, int]:
     for k in range(k0, k0 + steps):
         updates += int(s.cells.n[0])
         counters[:] = 0
-        K.step_cells(
-            s.cells,
-            s.occupancy,
-            s.conc,
-            offs,
-            lat.nx,
-            lat.ny,
-            lat.nz,
-            lat.periodic,
-            m.rules,
-            centroid,
-            m.seed,
-            k,
-            counters,
-            m._order,
-            m._free,
-            m._tum,
-            m._w,
-        )
-        K.recruit(
-            s.cells,
-            s.occupancy,
-            s.vessels,
-            offs,
-            lat.nx,
-            lat.ny,
-            lat.nz,
-            lat.periodic,
-            p_ctl,
-            p_nk,
-            m.seed,
-            k,
-            counters,
-            m._free,
-            m._tum,
-        )
+        key = StepKey(np.uint64(m.seed), np.int64(k))
+        K.step_cells(s.tissue, m.geometry, m.rules, m.migration_target, key, counters, m.scratch)
+        K.recruit(s.tissue, m.geometry, p_ctl, p_nk, key, counters, m.scratch)
         K.compact(s.cells, s.occupancy)
     return time.perf_counter() - t0, updates
 

@@ -172,6 +172,37 @@ def test_mesa_batch_run():
         assert all(r["n_tumour"] > 0 for r in rs)
 
 
+def test_mesa_batch_run_iterations_are_distinct_replicates():
+    """Without a seed, each iteration draws its own (Mesa's convention); the seed is recorded in the model."""
+    rows = mesa.batch_run(
+        abm.Model,
+        parameters={
+            "scenario": "untreated",  # a shipped scenario, whose run.seed = 1 must not fix every replicate
+            "lattice__nx": 30,
+            "lattice__ny": 30,
+            "init__tumour_radius_um": 80.0,
+            "init__nk_cells": 20,
+        },
+        iterations=3,
+        max_steps=30,
+        number_processes=1,
+        display_progress=False,
+        data_collection_period=1,
+    )
+    finals = {}
+    for row in rows:
+        finals.setdefault(row["RunId"], []).append((row["Step"], row["n_tumour"], row["n_nk"], row["il2_mean"]))
+    trajectories = {tuple(sorted(v)) for v in finals.values()}
+    assert len(finals) == 3 and len(trajectories) == 3
+
+
+def test_run_model_returns_at_the_scenarios_end():
+    m = Model(sets=TINY, seed=1, run__days=0.5)
+    m.run_model()
+    assert not m.running and m.step_index == m.steps == 72
+    assert len(m.datacollector.get_model_vars_dataframe()) == 73
+
+
 def test_mesa_seed_and_rng_conventions():
     m = Model(sets=TINY, seed=5)
     assert m.seed == 5
