@@ -272,9 +272,13 @@ def test_partial_readable_while_writing_and_block_buffering(tmp_path):
     w = make_writer(path, observable_block=16)
     for s, t, vals in rows[:20]:
         w.append_observables(s, t, vals)
-    with h5py.File(w.partial_path, "r") as f:  # one full block written, 4 rows still buffered
-        assert len(f["observables/il2_mean/value"]) == 16 and not f.attrs["complete"]
+    assert w.n_observable_rows == 20
+    with h5py.File(w.partial_path, "r") as f:  # another reader sees the last flush: the header only
+        assert len(f["observables/il2_mean/value"]) == 0 and not f.attrs["complete"]
         assert f.attrs["status"] == "running"
+    w.flush()
+    with h5py.File(w.partial_path, "r") as f:  # the full block and the 4 buffered rows
+        assert len(f["observables/il2_mean/value"]) == 20
     w.append_snapshot(*snaps[0])  # flushes buffered rows too
     t = load(w.partial_path)
     assert t.n_snapshots == 1 and len(t.steps) == 20 and t.complete is False

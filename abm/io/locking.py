@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import OutputLockedError, OutputPathError
+from .errors import FULL_ERRNOS, DiskFullError, OutputLockedError, OutputPathError
 
 try:
     import fcntl
@@ -138,8 +138,14 @@ class FileLock:
                 f"{self.target}: cannot create the lock file {self.path} ({e.strerror or e})", self.target
             ) from None
         try:
-            os.write(fd, json.dumps(info).encode("utf-8"))
-            os.fsync(fd)
+            try:
+                os.write(fd, json.dumps(info).encode("utf-8"))
+                os.fsync(fd)
+            except OSError as e:
+                cls = DiskFullError if e.errno in FULL_ERRNOS else OutputPathError
+                raise cls(
+                    f"{self.target}: cannot write the lock file {self.path} ({e.strerror or e})", self.target, e.errno
+                ) from None
             _try_flock(fd)
             for _ in range(5):
                 try:

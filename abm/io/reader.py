@@ -195,12 +195,14 @@ def _resolve(path: str | os.PathLike) -> Path:
 
 def _open_error(e: BaseException, p: Path) -> TrajectoryReadError:
     msg = str(e)
-    if "lock" in msg.lower():
+    if "unable to lock file" in msg.lower():
         return TrajectoryReadError(
             f"{p}: is open for writing by another process (HDF5 file lock); try again when the run has finished", p
         )
-    if "signature" in msg.lower() and "superblock" in msg.lower() or "file signature not found" in msg.lower():
+    if "file signature not found" in msg.lower():
         return NotATrajectoryError(f"{p}: not an HDF5 file (and so not an {FORMAT_NAME} file)", p)
+    if "truncated file" in msg.lower():
+        return DamagedTrajectoryError(f"{p}: damaged: the file is truncated (shorter than HDF5 recorded)", p)
     return DamagedTrajectoryError(f"{p}: cannot be opened as HDF5: damaged or truncated ({_short(e)})", p)
 
 
@@ -231,13 +233,15 @@ def _root_attrs(f: h5py.File, p: Path) -> dict[str, Any]:
             "expected a boolean",
             p,
         )
-    status = from_h5_value(raw.get("status", ""))
+    status = from_h5_value(raw.get("status"))
+    if status is None:
+        raise DamagedTrajectoryError(f"{p}: damaged or not written by abm: no root attribute 'status'", p)
     if not isinstance(status, str):
         raise DamagedTrajectoryError(f"{p}: damaged: root attribute 'status' is {status!r}, expected a string", p)
     return {k: from_h5_value(v) for k, v in raw.items()}
 
 
-def _check_layout(f: h5py.File, p: Path, version: str) -> None:
+def _check_layout_(f: h5py.File, p: Path, version: str) -> None:
     missing = []
 
     def kind(name: str) -> str | None:
@@ -274,6 +278,15 @@ def _check_layout(f: h5py.File, p: Path, version: str) -> None:
         )
 
 
+def _check_layout(f: h5py.File, p: Path, version: str) -> None:
+    try:
+        _check_layout_(f, p, version)
+    except TrajectoryIOError:
+        raise
+    except (OSError, RuntimeError, KeyError, ValueError) as e:
+        raise read_error(e, p, "the file's layout") from None
+
+
 def _series(g: h5py.Group, n: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """(step, time) of a step/time/value group, truncated to the length all three agree on."""
     m = min(g["step"].shape[0], g["time"].shape[0], g["value"].shape[0])
@@ -307,26 +320,29 @@ def load(path: str | os.PathLike) -> Trajectory:
     except OSError as e:
         raise _open_error(e, p) from None
     with f:
-        attrs = _root_attrs(f, p)
-        version = attrs["format_version"]
-        _check_layout(f, p, version)
-        verified = verify_manifest(f, p)
-        if verified:
-            integrity = "manifest"
-        elif version != "1.0" and attrs.get("status") != "running" and not attrs["status"].startswith(WRITE_FAILED):
-            raise DamagedTrajectoryError(
-                f"{p}: damaged: the file was closed by its writer (status {attrs.get('status')!r}) but has no "
-                "integrity manifest",
-                p,
-            )
-        else:
-            integrity = "none" if version == "1.0" else "chunks only"
         try:
-            return _read(f, p, attrs, version, integrity)
+            return _load_open(f, p)
         except TrajectoryIOError:
             raise
         except (OSError, RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
             raise read_error(e, p, "the file") from None
+
+
+def _load_open(f: h5py.File, p: Path) -> Trajectory:
+    attrs = _root_attrs(f, p)
+    version = attrs["format_version"]
+    _check_layout(f, p, version)
+    if verify_manifest(f, p):
+        integrity = "manifest"
+    elif version != "1.0" and attrs["status"] != "running" and not attrs["status"].startswith(WRITE_FAILED):
+        raise DamagedTrajectoryError(
+            f"{p}: damaged: the file was closed by its writer (status {attrs['status']!r}) but has no integrity "
+            "manifest",
+            p,
+        )
+    else:
+        integrity = "none" if version == "1.0" else "chunks only"
+    return _read(f, p, attrs, version, integrity)
 
 
 def _read(f: h5py.File, p: Path, attrs: dict[str, Any], version: str, integrity: str) -> Trajectory:
@@ -415,12 +431,18 @@ def verify(path: str | os.PathLike) -> Trajectory:
     and frame.
     """
     t = load(path)
-    with h5py.File(t.path, "r") as f:
+    try:
+        f = h5py.File(t.path, "r")
+    except OSError as e:
+        raise _open_error(e, t.path) from None
+    with f:
         for g in [_CELL_TYPE] + [f"fields/{k}" for k in t.species]:
-            ds = f[g]["value"]
-            for i in range(ds.shape[0]):
-                try:
+            what = f"/{g}/value"
+            try:
+                ds = f[g]["value"]
+                for i in range(ds.shape[0]):
+                    what = f"/{g}/value frame {i}"
                     ds[i]
-                except (OSError, RuntimeError, ValueError) as e:
-                    raise read_error(e, t.path, f"/{g}/value frame {i}") from None
+            except (OSError, RuntimeError, KeyError, ValueError) as e:
+                raise read_error(e, t.path, what) from None
     return t

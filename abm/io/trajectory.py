@@ -38,6 +38,7 @@ import h5py
 import numpy as np
 
 from .errors import FULL_ERRNOS, DiskFullError, OutputExistsError, OutputPathError, TrajectoryIOError, WriteError
+from .guarded import GuardedFile, deferred_signals
 from .integrity import _short, errno_of, write_manifest
 from .locking import FileLock
 from .paths import (
@@ -270,6 +271,7 @@ class TrajectoryWriter:
         self._failed: TrajectoryIOError | None = None
         self._result: Path | None = None
         self._file: h5py.File | None = None
+        self._fio: GuardedFile | None = None
         self._check_space = bool(check_free_space)
         self._frame_bytes = self._n_sites * (1 + 4 * len(self._species)) + 4096
         self._block_bytes = self._block * (len(self._obs_specs) + 2) * 8 * 3 + 4096
@@ -304,7 +306,9 @@ class TrajectoryWriter:
                 except OSError as e:
                     raise self._io_error(e, "reserving disk space to start writing") from None
             try:
-                self._file = h5py.File(self._partial, "x", libver=LIBVER)
+                self._fio = GuardedFile(self._partial, on_error=lambda e: self._release_reserve())
+                with deferred_signals():
+                    self._file = h5py.File(self._fio, "w", libver=LIBVER)
             except (OSError, RuntimeError, ValueError) as e:
                 raise self._io_error(e, "creating the file") from None
             with self._io("writing the header"):
@@ -344,15 +348,24 @@ class TrajectoryWriter:
 
     @contextlib.contextmanager
     def _io(self, what: str) -> Iterator[None]:
-        """Run HDF5 writes; on the first failure stop for good (see :meth:`_stop`) and raise a clear error."""
+        """Run HDF5 writes; on the first failure stop for good (see :meth:`_stop`) and raise a clear error.
+
+        A failed write reaches us through the guarded file (HDF5 is told it succeeded, see :mod:`abm.io.guarded`);
+        anything h5py raises inside a write also stops the writer, since the file may then hold half of it.
+        """
         if self._failed is not None:
             raise self._failed
-        try:
-            yield
-        except Exception as e:  # noqa: BLE001 - whatever failed inside a write, the file may hold half of it
-            err = self._io_error(e, what)
-            self._stop(err)
-            raise err from None
+        with deferred_signals():  # a signal is handled once HDF5 has returned, never inside it
+            try:
+                yield
+            except Exception as e:  # noqa: BLE001
+                err = self._io_error(e, what)
+                self._stop(err)
+                raise err from None
+            if self._fio is not None and self._fio.error is not None:
+                err = self._io_error(self._fio.error, what)
+                self._stop(err)
+                raise err
 
     def _ensure_space(self, nbytes: int, what: str) -> None:
         if not self._check_space:
@@ -365,39 +378,24 @@ class TrajectoryWriter:
                 self._path,
                 _errno.ENOSPC,
             )
-            self._stop(err, healthy=True)
+            self._stop(err)
             raise err
 
-    def _stop(self, err: TrajectoryIOError, healthy: bool = False) -> None:
-        """After a failed write: write nothing more, release the reserve, close the file, keep any earlier file.
+    def _stop(self, err: TrajectoryIOError) -> None:
+        """After a failed (or, from the free space, certainly failing) write: write nothing more of the run, release
+        the reserve, close the file cleanly, keep any earlier file; later calls raise ``err`` again.
 
-        HDF5 cannot recover from a write that failed half-way: its caches then hold data it can never write, and
-        every further operation fails again (h5py segfaults at exit after a few). So the writer stops at the first
-        failure, frees its disk reserve so that closing can flush what HDF5 holds, closes, and from then on raises
-        the same error for every call. ``healthy``: nothing failed yet (the free-space check stopped the writer
-        before the write), so the file is closed normally, manifest included.
+        HDF5 never saw the failure (:mod:`abm.io.guarded`), so it closes normally: what it still holds goes to disk
+        through the space the reserve freed (or stays in the guarded file's overlay, which :meth:`_close_h5` tries
+        once more). The partial file is kept when it is whole, removed when it cannot be.
         """
         if self._failed is not None:
             return
         self._failed = err
         self._release_reserve()
         kept = None
-        if self._file is not None:
-            try:
-                with contextlib.suppress(Exception):  # the file is failing; closing it is what matters
-                    if healthy:
-                        self._write_observables_now()
-                    f = self._file
-                    f.attrs["complete"] = np.bool_(False)
-                    f.attrs["status"] = f"{WRITE_FAILED}{err}"[:2000]
-                    f.attrs["finished"] = _utc_now()
-                    if healthy:
-                        write_manifest(f)
-                self._file.close()
-                kept = self._partial
-            except Exception:  # noqa: BLE001
-                kept = None
-            self._file = None
+        with deferred_signals():
+            kept = self._stop_file(err)
         self._closed = True
         if kept is not None and kept.exists():
             self._result = kept
@@ -411,6 +409,37 @@ class TrajectoryWriter:
         if self._lock is not None:
             self._lock.release()
 
+    def _stop_file(self, err: TrajectoryIOError) -> Path | None:
+        kept = None
+        if self._file is not None:
+            try:
+                f = self._file
+                self._write_observables_now()
+                f.attrs["complete"] = np.bool_(False)
+                f.attrs["status"] = f"{WRITE_FAILED}{err}"[:2000]
+                f.attrs["finished"] = _utc_now()
+                write_manifest(f)
+            except Exception:  # noqa: BLE001 - closing the file is what matters now
+                pass
+            if self._close_h5():
+                kept = self._partial
+        return kept
+
+    def _close_h5(self) -> bool:
+        """Close the HDF5 file and the guarded file object; True if the file on disk is whole."""
+        whole = True
+        if self._file is not None:
+            try:
+                self._file.close()
+            except Exception:  # noqa: BLE001
+                whole = False
+            self._file = None
+        if self._fio is not None:
+            whole = self._fio.replay() and whole
+            with contextlib.suppress(OSError):
+                self._fio.close()
+        return whole
+
     def _release_reserve(self) -> None:
         try:
             self._reserve.unlink(missing_ok=True)
@@ -419,10 +448,8 @@ class TrajectoryWriter:
 
     def _abandon(self) -> None:
         """The constructor failed: remove everything this writer created (never anything else)."""
-        if self._file is not None:
-            with contextlib.suppress(Exception):
-                self._file.close()
-            self._file = None
+        with deferred_signals():
+            self._close_h5()
         self._partial.unlink(missing_ok=True)  # a header at most: nothing of a run
         self._release_reserve()
         if self._lock is not None:
@@ -757,38 +784,52 @@ class TrajectoryWriter:
         """
         if self._closed:
             return self._result
+        with deferred_signals():  # close happens whole; a signal that arrives meanwhile is handled after it
+            return self._close(complete, status)
+
+    def _close(self, complete: bool, status: str | None) -> Path | None:
         if status is None:
             status = "completed" if complete else "incomplete"
         try:
-            self._write_observables()
-            with self._io("closing the file"):
-                f = self._file
-                f.attrs["complete"] = np.bool_(bool(complete))
-                f.attrs["status"] = str(status)
-                f.attrs["finished"] = _utc_now()
-                write_manifest(f)
-                f.close()
-                self._file = None
-        except TrajectoryIOError:
-            if not complete:  # an interrupted run whose close also failed: the error says what is kept
-                return self._result
+            f = self._file
+            self._write_observables_now()  # no free-space check here: the reserve is there for this
+            f.attrs["complete"] = np.bool_(bool(complete))
+            f.attrs["status"] = str(status)
+            f.attrs["finished"] = _utc_now()
+            write_manifest(f)
+        except Exception as e:  # noqa: BLE001 - h5py failing: keep what is whole, leave no lock or reserve
+            whole = self._close_h5()
+            if not whole:
+                self._partial.unlink(missing_ok=True)
+            self._finish(self._partial if whole and self._partial.exists() else None)
+            if not isinstance(e, TrajectoryIOError):
+                raise self._io_error(e, "closing the file") from None
             raise
-        except BaseException:
-            # interrupted inside close (a second Ctrl-C): never leave the lock or the reserve behind
-            if self._file is not None:
-                with contextlib.suppress(Exception):
-                    self._file.close()
-                self._file = None
+        whole = self._close_h5()
+        error = self._fio.error if self._fio is not None else None
+        if not whole:
+            self._partial.unlink(missing_ok=True)
             self._finish(None)
-            raise
-        self._closed = True
-        self._release_reserve()
+            err = self._io_error(error or OSError(_errno.EIO, "write failed"), "closing the file")
+            err.message += (
+                "; the run could not be saved (its last writes were refused) and its partial file was removed"
+            )
+            if self._path.exists():
+                err.message += f"; the earlier {self._path.name} is untouched"
+            self._failed = err
+            raise err
+        if error is not None:
+            warnings.warn(
+                f"{self._path}: {error.strerror or error} while closing; the disk reserve held enough to finish",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         if not complete:
             self._finish(self._partial)
             msg = f"{self._path}: the run did not complete ({status}); what it wrote is in {self._partial}"
             if self._path.exists():
                 msg += f"; the earlier {self._path.name} is untouched"
-            warnings.warn(msg, IncompleteRunWarning, stacklevel=2)
+            warnings.warn(msg, IncompleteRunWarning, stacklevel=3)
             return self._result
         try:
             self._result = self._publish()
