@@ -248,8 +248,24 @@ def _die_with_parent(ppid: int) -> None:
     threading.Thread(target=watch, name="abm-parent-watch", daemon=True).start()
 
 
+#: A worker's first lines: bound to the driver's life before anything slow (importing abm takes a second)
+_BOOT = (
+    "import os, sys\n"
+    "if sys.platform.startswith('linux'):\n"
+    "    import ctypes, signal\n"
+    "    try:\n"
+    "        ctypes.CDLL(None).prctl(1, int(signal.SIGKILL), 0, 0, 0)\n"
+    "    except (OSError, AttributeError):\n"
+    "        pass\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    os._exit(70)\n"
+    "import abm.sweep.runner as r\n"
+    "r._worker_main()\n"
+)
+
+
 def _worker_main() -> None:
-    """A local pool worker: ``python -c "import abm.sweep.runner as r; r._worker_main()" DRIVER_PID``.
+    """A local pool worker: ``python -c _BOOT DRIVER_PID``.
 
     Reads tasks from stdin, writes results to its stdout (a pipe to the driver; the task's own prints go to stderr,
     the worker's log), one at a time; exits at EOF on stdin or when the driver dies.
@@ -299,7 +315,7 @@ class _Worker:
             err = subprocess.DEVNULL
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", "import abm.sweep.runner as r; r._worker_main()", str(os.getpid())],
+                [sys.executable, "-c", _BOOT, str(os.getpid())],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=err,

@@ -357,18 +357,16 @@ class RunStore:
             design[k] = np.array([_float(r["design"].get(k)) for r in rows], dtype=np.float64)
         done = [r for r in rows if r["status"] == "done"]
         cols: dict[str, Any] = {"run_id": [r["run_id"] for r in done]}
-        names: list[str] = []
-        for r in done:
-            for k in r["summary"]:
-                if k not in names:
-                    names.append(k)
+        names = sorted({k for r in done for k in r["summary"]} | {"elapsed_s"})  # columns in the order sweep.h5 has
         for k in names:
+            if k == "elapsed_s":
+                cols[k] = np.array([_float(r["elapsed_s"]) for r in done], dtype=np.float64)
+                continue
             vals = [r["summary"].get(k) for r in done]
             if any(isinstance(v, str) for v in vals):  # RECIST categories
                 cols[k] = np.array(["" if v is None else str(v) for v in vals], dtype=object)
             else:
                 cols[k] = np.array([_float(v) for v in vals], dtype=np.float64)
-        cols["elapsed_s"] = np.array([_float(r["elapsed_s"]) for r in done], dtype=np.float64)
         summary = pd.DataFrame(cols)
         summary = summary.drop(columns=[c for c in summary.columns if c in design.columns and c != "run_id"])
         summary = design.merge(summary, on="run_id", how="inner").sort_values("run_id").reset_index(drop=True)
@@ -537,7 +535,7 @@ def import_legacy(h5_path: Path, store_path: Path, spec: Any, runs: Sequence[Any
                     continue
                 a = s[k][:]
                 if len(a) != len(ids):
-                    raise StoreError(f"{h5_path}: damaged: summary column {k} has {len(a)} rows, run_id {len(ids)}")
+                    raise ValueError(f"summary column {k} has {len(a)} rows, run_id {len(ids)}")
                 cols[k] = [x.decode() if isinstance(x, bytes) else x.item() if hasattr(x, "item") else x for x in a]
     except StoreError:
         raise
