@@ -117,7 +117,7 @@ def test_three_worker_kills_in_36_runs_lose_nothing(tmp_path):
             os.kill(int(str(ev.value).rsplit(":", 1)[1]), signal.SIGKILL)
             killed.append(ev.run_id)
 
-    fn = functools.partial(fake_task, sleep=0.3)
+    fn = functools.partial(fake_task, sleep=0.15)
     res = run_sweep(spec_of(12), tmp_path / "s", workers=2, progress=False, run_fn=fn, on_event=on_event)
     assert (res.n_runs, res.n_done, res.n_failed) == (36, 36, 0)
     assert res.deaths == {rid: 1 for rid in killed} and len(killed) == 3
@@ -125,7 +125,7 @@ def test_three_worker_kills_in_36_runs_lose_nothing(tmp_path):
     assert (runs.loc[killed, "attempts"] == 2).all()
     assert (runs.drop(index=killed)["attempts"] == 1).all() and runs["deaths"].sum() == 3
     assert_rows_equal(read_sweep(tmp_path / "s")["summary"], reference_rows(12))
-    again = run_sweep(spec_of(12), tmp_path / "s", workers=2, resume=True, progress=False, run_fn=fn)
+    again = run_sweep(spec_of(12), tmp_path / "s", workers=0, resume=True, progress=False, run_fn=fn)
     assert (again.n_done, again.n_failed, again.n_skipped) == (0, 0, 36)
     print(f"36 runs, 2 workers, 3 worker kills: {res.n_done} done, 0 lost, charged: {sorted(killed)}")
 
@@ -140,7 +140,7 @@ def test_a_run_whose_worker_always_dies_fails_and_resume_reruns_it(tmp_path):
     assert "its worker died 3 times running it" in f.loc["p0000r001", "error"]
     assert "killed by SIGKILL" in f.loc["p0000r001", "error"]
     again = run_sweep(
-        spec_of(2, max_retries=2), tmp_path / "s", workers=2, resume=True, progress=False, run_fn=fake_task
+        spec_of(2, max_retries=2), tmp_path / "s", workers=0, resume=True, progress=False, run_fn=fake_task
     )
     assert (again.n_done, again.n_failed, again.n_skipped) == (1, 0, 5)  # the failed run is rerun, not "finished"
     assert_rows_equal(read_sweep(tmp_path / "s")["summary"], reference_rows(2))
@@ -214,7 +214,7 @@ def test_a_killed_driver_takes_its_workers_and_frees_the_callers_pipes(tmp_path)
     assert t_pipes < 5 and t_gone < 5
     print(f"driver SIGKILLed: caller's pipes closed after {t_pipes:.2f} s, its 2 workers gone after {t_gone:.2f} s")
     # the store resumes: the two runs in flight were not charged
-    res = run_sweep(spec_of(2), out, workers=2, resume=True, progress=False, run_fn=fake_task)
+    res = run_sweep(spec_of(2), out, workers=0, resume=True, progress=False, run_fn=fake_task)
     assert res.n_reset == 2 and res.n_done == 6 and res.deaths == {}
     assert (read_sweep(out)["runs"]["deaths"] == 0).all()
 
@@ -298,8 +298,8 @@ def _storm(tmp_path: Path, name: str, kills: int, workers: int, rng: random.Rand
 
 
 def test_driver_kill_storm_then_resume_equals_uninterrupted(tmp_path):
-    tally = _storm(tmp_path, "storm", kills=4, workers=2, rng=random.Random(3), reps=10)
-    print(f"driver-kill storm (4 SIGKILLs, 30 runs, 2 workers): 0 runs lost, 0 stores damaged, {tally}")
+    tally = _storm(tmp_path, "storm", kills=3, workers=2, rng=random.Random(3), reps=6)
+    print(f"driver-kill storm (3 SIGKILLs, 18 runs, 2 workers): 0 runs lost, 0 stores damaged, {tally}")
     assert tally["while recording results"] >= 1
 
 
