@@ -272,9 +272,11 @@ class TrajectoryWriter:
         self._result: Path | None = None
         self._file: h5py.File | None = None
         self._fio: GuardedFile | None = None
+        self._starting = True
         self._check_space = bool(check_free_space)
         self._frame_bytes = self._n_sites * (1 + 4 * len(self._species)) + 4096
-        self._block_bytes = self._block * (len(self._obs_specs) + 2) * 8 * 3 + 4096
+        # an observable block may start a new chunk (1024 rows) in each of its 3 x n_observables datasets
+        self._block_bytes = 3 * len(self._obs_specs) * _OBS_CHUNK * 8 + 4096
         if reserve_bytes is None:
             # what HDF5 may still hold in memory after a failed write: one chunk per frame dataset (chunks above the
             # 1 MiB chunk cache are written through), the observable block, and metadata
@@ -326,6 +328,7 @@ class TrajectoryWriter:
         except BaseException:
             self._abandon()
             raise
+        self._starting = False
 
     # ------------------------------------------------------------------------------------------------------------
     # failures
@@ -397,7 +400,10 @@ class TrajectoryWriter:
         with deferred_signals():
             kept = self._stop_file(err)
         self._closed = True
-        if kept is not None and kept.exists():
+        if self._starting:  # the constructor failed: it removes the partial file (a header at most)
+            self._result = None
+            err.message += "; nothing was written"
+        elif kept is not None and kept.exists():
             self._result = kept
             err.message += f"; the run so far is kept in {kept}"
         else:
@@ -644,7 +650,7 @@ class TrajectoryWriter:
         k = len(self._obs_buf_step)
         if k == 0:
             return
-        self._ensure_space(k * (len(self._obs_specs) * 24) + 65536, f"writing {k} observable rows")
+        self._ensure_space(self._block_bytes + 65536, f"writing {k} observable rows")
         with self._io(f"writing {k} observable rows"):
             self._write_observables_now()
 
