@@ -577,6 +577,64 @@ def test_file_size_limit_is_a_clean_write_error_not_a_segfault(tmp_path):
     assert leftovers(tmp_path) == ["disk_full.py", "run.h5"]
 
 
+def _failing_pwrite(monkeypatch, fail_calls: set[int] | None = None, fail_from: int | None = None) -> dict:
+    """Simulate ENOSPC in the writer's low-level write (abm.io.guarded calls os.pwrite): the numbered calls fail."""
+    import abm.io.guarded as guarded
+
+    real = os.pwrite
+    state = {"calls": 0, "armed": False, "failed": 0}
+
+    def pwrite(fd, data, pos):
+        if state["armed"]:
+            state["calls"] += 1
+            k = state["calls"]
+            if (fail_calls and k in fail_calls) or (fail_from is not None and k >= fail_from):
+                state["failed"] += 1
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data, pos)
+
+    monkeypatch.setattr(guarded.os, "pwrite", pwrite)
+    return state
+
+
+def test_simulated_enospc_with_recovery_keeps_a_whole_partial_file(tmp_path, monkeypatch):
+    """A write and its retry fail (the overlay keeps them for HDF5), later writes succeed: the partial file closes
+    whole, with every snapshot up to the failure, and HDF5 never saw an error."""
+    path = write_complete(tmp_path / "run.h5", seed=6)
+    before = sha(path)
+    rows, snaps, _ = synthetic(SHAPES["3d"], n_rows=30, n_snap=6, seed=2)
+    w = make_writer(path, SHAPES["3d"], overwrite=True, check_free_space=False)
+    for snap in snaps[:3]:
+        w.append_snapshot(*snap)
+    state = _failing_pwrite(monkeypatch, fail_calls={1, 2})
+    state["armed"] = True
+    with pytest.raises(DiskFullError, match=r"run\.h5: No space left on device \(ENOSPC\).*kept in .*partial"):
+        w.append_snapshot(*snaps[3])
+    assert state["failed"] == 2 and w.failed is not None
+    with pytest.raises(DiskFullError):  # stopped for good: nothing more is written
+        w.append_snapshot(*snaps[4])
+    kept = w.close(complete=False)
+    t = verify(kept)
+    assert t.complete is False and t.n_snapshots in (3, 4) and t.status.startswith("write failed: ")
+    for i in range(3):
+        np.testing.assert_array_equal(t.cell_type(i).reshape(-1), snaps[i][2])
+    assert sha(path) == before and not list(tmp_path.glob("*.reserve")) and not lock_path(path).exists()
+
+
+def test_simulated_enospc_for_good_removes_the_partial_and_keeps_the_earlier_file(tmp_path, monkeypatch):
+    path = write_complete(tmp_path / "run.h5", seed=6)
+    before = sha(path)
+    rows, snaps, _ = synthetic(SHAPES["2d"], n_snap=3)
+    w = make_writer(path, overwrite=True, check_free_space=False)
+    w.append_snapshot(*snaps[0])
+    state = _failing_pwrite(monkeypatch, fail_from=1)
+    state["armed"] = True
+    with pytest.raises(DiskFullError, match="could not be saved and was removed.*the earlier run.h5 is untouched"):
+        w.append_snapshot(*snaps[1])
+    assert w.close() is None and sha(path) == before
+    assert leftovers(tmp_path) == ["run.h5"]
+
+
 def test_no_space_to_start_is_refused_before_any_file_appears(small_disk):
     big = small_disk / "ballast"
     with open(big, "wb") as f:

@@ -112,19 +112,23 @@ class GuardedFile(io.RawIOBase):
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:
             size = max(0, self._size - self._pos)
-        buf = bytearray(size)
-        got = 0
-        while got < size:
-            chunk = os.pread(self._fd, size - got, self._pos + got)
-            if not chunk:
-                break  # past the end of what reached the disk: zeros, as HDF5's sec2 driver reads them
-            buf[got : got + len(chunk)] = chunk
-            got += len(chunk)
-        for addr, data in self._overlay:  # writes that never reached the disk, in order
-            lo, hi = max(addr, self._pos), min(addr + len(data), self._pos + size)
-            if lo < hi:
-                buf[lo - self._pos : hi - self._pos] = data[lo - addr : hi - addr]
+        pos = self._pos
         self._pos += size
+        data = os.pread(self._fd, size, pos)
+        if len(data) == size and not self._overlay:
+            return data  # the usual case: one system call, no copy
+        buf = bytearray(size)
+        buf[: len(data)] = data
+        got = len(data)
+        while data and got < size:
+            data = os.pread(self._fd, size - got, pos + got)
+            buf[got : got + len(data)] = data
+            got += len(data)
+        # past the end of what reached the disk: zeros, as HDF5's sec2 driver reads them
+        for addr, chunk in self._overlay:  # writes that never reached the disk, in order
+            lo, hi = max(addr, pos), min(addr + len(chunk), pos + size)
+            if lo < hi:
+                buf[lo - pos : hi - pos] = chunk[lo - addr : hi - addr]
         return bytes(buf)
 
     def readinto(self, b) -> int:
@@ -133,23 +137,24 @@ class GuardedFile(io.RawIOBase):
         return len(data)
 
     def write(self, b) -> int:
-        data = bytes(b)
+        n = len(b)
         pos = self._pos
-        self._pos += len(data)
-        self._size = max(self._size, self._pos)
+        self._pos += n
+        if self._pos > self._size:
+            self._size = self._pos
         if not self.lost:
             try:
-                self._pwrite(data, pos)
-                return len(data)
+                self._pwrite(b, pos)
+                return n
             except OSError as e:
                 self._failed(e)
                 try:  # the reserve is released now: once more
-                    self._pwrite(data, pos)
-                    return len(data)
+                    self._pwrite(b, pos)
+                    return n
                 except OSError:
                     self.lost = True
-        self._overlay.append((pos, data))
-        return len(data)
+        self._overlay.append((pos, bytes(b)))
+        return n
 
     def truncate(self, size: int | None = None) -> int:
         size = self._pos if size is None else int(size)
@@ -180,8 +185,12 @@ class GuardedFile(io.RawIOBase):
         super().close()
 
     # -- recovery --------------------------------------------------------------------------------------------------
-    def _pwrite(self, data: bytes, pos: int) -> None:
-        view = memoryview(data)
+    def _pwrite(self, data, pos: int) -> None:
+        n = os.pwrite(self._fd, data, pos)
+        if n == len(data):
+            return
+        view = memoryview(data)[n:]
+        pos += n
         while view:
             n = os.pwrite(self._fd, view, pos)
             view = view[n:]
