@@ -855,3 +855,56 @@ def test_format_1_0_files_still_read(tmp_path):
     shutil.move(path, tmp_path / "old.h5.partial")
     with pytest.warns(RuntimeWarning, match="unfinished"):
         assert load(tmp_path / "old.h5").format_version == "1.0"
+
+
+# ============================================================================================ the CLI (lead's part)
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs cli change: cmd_run should call abm.io.check_output_path(out, args.overwrite) before building the "
+    "model and map abm.io.OutputPathError to exit 2 (today: the model is built, then exit 1)",
+)
+def test_abm_run_refuses_a_directory_output_with_exit_2(tmp_path, capsys):
+    from abm.cli import main
+
+    d = tmp_path / "out"
+    d.mkdir()
+    rc = main(["run", "untreated", *TINY_RUN, "--days", "0.1", "--out", str(d), "--overwrite", "-q"])
+    err = capsys.readouterr().err
+    assert f"{d}: is a directory" in err and "Traceback" not in err and leftovers(d) == []
+    assert rc == 2
+
+
+@pytest.mark.xfail(
+    strict=True, reason="needs cli change: map abm.io.OutputLockedError (an OutputPathError) to exit 2 (today: 1)"
+)
+def test_abm_run_while_another_writer_holds_the_file_exits_2(tmp_path, capsys):
+    from abm.cli import main
+
+    out = tmp_path / "c.h5"
+    with FileLock(lock_path(out), out, what="another abm run"):
+        rc = main(["run", "untreated", *TINY_RUN, "--days", "0.1", "--out", str(out), "-q"])
+    err = capsys.readouterr().err
+    assert "another writer holds it: another abm run" in err and not out.exists()
+    assert rc == 2
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs cli change: cmd_info (and abm.viz.cli._load) look for Path(str(path) + '.partial'); partial files "
+    "are now NAME.<pid>-<hex>.partial: test abm.io.partial_path(path).exists() instead",
+)
+def test_abm_info_reads_an_interrupted_runs_partial_file(tmp_path, capsys):
+    from abm.cli import main
+
+    path = tmp_path / "run.h5"
+    rows, snaps, _ = synthetic(SHAPES["2d"])
+    w = make_writer(path)
+    w.append_snapshot(*snaps[0])
+    with pytest.warns(abm.io.IncompleteRunWarning):
+        w.close(complete=False, status="interrupted by SIGTERM")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rc = main(["info", str(path)])
+    out = capsys.readouterr().out
+    assert "complete    False  (interrupted by SIGTERM)" in out
+    assert rc == 0
