@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 import abm.io
 from abm.io import FORMAT_NAME, FORMAT_VERSION, ObservableSpec, SpeciesSpec, TrajectoryWriter, load, partial_path
+from abm.io.locking import read_lock
 
 CODES = {"empty": 0, "tumour": 1, "ctl": 2, "nk": 3, "lak": 4}
 OBS = [
@@ -111,7 +112,7 @@ def shape_xyz(request):
 
 # --------------------------------------------------------------------------------------------------------------------
 def test_public_api_exports():
-    assert FORMAT_NAME == "abm-trajectory" and FORMAT_VERSION == "1.0"
+    assert FORMAT_NAME == "abm-trajectory" and FORMAT_VERSION == "1.1"
     for name in ("TrajectoryWriter", "load", "Trajectory", "ObservableSpec", "SpeciesSpec"):
         assert hasattr(abm.io, name)
 
@@ -271,9 +272,13 @@ def test_partial_readable_while_writing_and_block_buffering(tmp_path):
     w = make_writer(path, observable_block=16)
     for s, t, vals in rows[:20]:
         w.append_observables(s, t, vals)
-    with h5py.File(w.partial_path, "r") as f:  # one full block written, 4 rows still buffered
-        assert len(f["observables/il2_mean/value"]) == 16 and not f.attrs["complete"]
+    assert w.n_observable_rows == 20
+    with h5py.File(w.partial_path, "r") as f:  # another reader sees the last flush: the header only
+        assert len(f["observables/il2_mean/value"]) == 0 and not f.attrs["complete"]
         assert f.attrs["status"] == "running"
+    w.flush()
+    with h5py.File(w.partial_path, "r") as f:  # the full block and the 4 buffered rows
+        assert len(f["observables/il2_mean/value"]) == 20
     w.append_snapshot(*snaps[0])  # flushes buffered rows too
     t = load(w.partial_path)
     assert t.n_snapshots == 1 and len(t.steps) == 20 and t.complete is False
@@ -282,18 +287,23 @@ def test_partial_readable_while_writing_and_block_buffering(tmp_path):
 
 
 def test_close_incomplete(tmp_path):
+    """An incomplete run stays in its private partial file: NAME, when it exists, is always a complete run."""
     path = tmp_path / "run.h5"
     w = make_writer(path)
     rows, snaps, _ = synthetic(SHAPES["2d"])
     w.append_snapshot(*snaps[0])
     for s, t, vals in rows[:5]:
         w.append_observables(s, t, vals)
-    assert w.close(complete=False, status="interrupted: SIGTERM") == path
-    assert w.close() == path  # idempotent, does not flip `complete`
-    assert path.exists() and not partial_path(path).exists()
-    t = load(path)
-    assert t.complete is False and t.status == "interrupted: SIGTERM"
-    assert t.n_snapshots == 1 and len(t.steps) == 5
+    with pytest.warns(abm.io.IncompleteRunWarning, match="did not complete.*partial"):
+        kept = w.close(complete=False, status="interrupted: SIGTERM")
+    assert kept == w.partial_path and kept.name.startswith("run.h5.") and kept.name.endswith(".partial")
+    assert w.close() == kept  # idempotent, does not flip `complete`
+    assert not path.exists() and kept.exists() and not w.lock_path.exists()
+    assert partial_path(path) == kept
+    with pytest.warns(RuntimeWarning, match="unfinished"):
+        t = load(path)  # finds the partial file
+    assert t.path == kept and t.complete is False and t.status == "interrupted: SIGTERM"
+    assert t.n_snapshots == 1 and len(t.steps) == 5 and t.integrity == "manifest"
     with pytest.raises(RuntimeError, match="closed"):
         w.append_observables(99, 1.0, rows[0][2])
 
@@ -304,19 +314,20 @@ def test_context_manager(tmp_path):
         w.append_snapshot(*snaps[0])
     assert load(tmp_path / "ok.h5").complete is True
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt), pytest.warns(abm.io.IncompleteRunWarning):
         with make_writer(tmp_path / "bad.h5") as w:
             w.append_snapshot(*snaps[0])
             w.append_observables(*rows[0])
             raise KeyboardInterrupt()
-    t = load(tmp_path / "bad.h5")
+    assert not (tmp_path / "bad.h5").exists()
+    t = load(w.partial_path)
     assert t.complete is False and "KeyboardInterrupt" in t.status
     assert t.n_snapshots == 1 and len(t.steps) == 1
 
-    with pytest.raises(ValueError, match="boom"):
-        with make_writer(tmp_path / "err.h5"):
+    with pytest.raises(ValueError, match="boom"), pytest.warns(abm.io.IncompleteRunWarning):
+        with make_writer(tmp_path / "err.h5") as w:
             raise ValueError("boom")
-    assert load(tmp_path / "err.h5").status == "ValueError('boom')"
+    assert load(w.partial_path).status == "ValueError('boom')"
 
 
 def test_overwrite_protection(tmp_path):
@@ -325,17 +336,22 @@ def test_overwrite_protection(tmp_path):
     with pytest.raises(FileExistsError, match="overwrite=True"):
         make_writer(path)
     assert path.read_bytes() == b"precious" and not partial_path(path).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.h5"]  # no lock, no reserve left behind
 
-    make_writer(path, overwrite=True).close()
+    w = make_writer(path, overwrite=True)
+    assert path.read_bytes() == b"precious"  # replaced only when the new run completes
+    w.close()
     assert load(path).complete
 
-    partial_path(path).write_bytes(b"leftover")
+    # an interrupted run's partial file blocks a new writer without overwrite, and survives its refusal
+    leftover = path.with_name("run.h5.123-0123abcd.partial")
+    leftover.write_bytes(b"leftover")
     path.unlink()
-    with pytest.raises(FileExistsError, match="partial"):
+    with pytest.raises(FileExistsError, match="unfinished run left run.h5.123-0123abcd.partial"):
         make_writer(path)
-    assert partial_path(path).read_bytes() == b"leftover"
-    make_writer(path, overwrite=True).close()
-    assert load(path).complete and not partial_path(path).exists()
+    assert leftover.read_bytes() == b"leftover"
+    make_writer(path, overwrite=True).close()  # a completed overwrite supersedes it
+    assert load(path).complete and not leftover.exists() and not partial_path(path).exists()
 
 
 def test_validation(tmp_path):
@@ -437,6 +453,8 @@ def test_sigkill_leaves_readable_partial(tmp_path):
         proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
     assert not path.exists() and partial_path(path).exists()
+    assert partial_path(path).name.startswith(f"killed.h5.{proc.pid}-")
+    assert abm.io.lock_path(path).exists()  # a stale lock: its holder is dead
 
     with h5py.File(partial_path(path), "r") as f:
         assert f["fields/il2/value"].shape == (3, 3, 12, 16)
@@ -448,6 +466,14 @@ def test_sigkill_leaves_readable_partial(tmp_path):
     assert t.complete is False and t.n_snapshots == 3 and t.attrs["seed"] == 7
     np.testing.assert_array_equal(t.steps, np.arange(30))  # rows up to the last flush survive
     assert [e["kind"] for e in t.events] == ["dose_given"]
+    assert t.integrity == "chunks only"  # never closed: no manifest, Fletcher-32 still checked
+
+    # the stale lock does not block the next writer, which takes it over
+    w = make_writer(path, overwrite=True)
+    assert read_lock(abm.io.lock_path(path))["pid"] == os.getpid()
+    w.close()
+    assert load(path).complete and not abm.io.lock_path(path).exists()
+    assert not partial_path(path).exists()  # the completed overwrite superseded the killed run's partial file
 
 
 @settings(max_examples=15, deadline=None)

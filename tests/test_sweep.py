@@ -165,9 +165,15 @@ def test_run_that_raises_is_recorded_and_the_rest_complete(client, reference, tm
     assert "deliberate failure" in f.loc["p0002r000", "error"]
     ok = reference[~reference["run_id"].isin(f.index)].reset_index(drop=True)
     assert_same(data["summary"], ok)
-    # a resume does not repeat failed (finished) runs
+    # a resume reruns the failed runs (never reports them as finished); here they now succeed
     again = run_sweep(tiny_spec(), tmp_path / "s", workers=0, resume=True, progress=False)
-    assert (again.n_done, again.n_skipped) == (0, 6)
+    assert (again.n_done, again.n_failed, again.n_skipped) == (2, 0, 4)
+    done = read_sweep(tmp_path / "s")
+    assert done["failures"].empty
+    assert_same(done["summary"], reference)
+    runs = done["runs"].set_index("run_id")
+    assert runs.loc["p0000r001", "attempts"] == 2 and runs.loc["p0001r000", "attempts"] == 1
+    assert (runs["deaths"] == 0).all()
 
 
 KILLER = textwrap.dedent("""

@@ -14,12 +14,40 @@ import h5py
 import numpy as np
 
 FORMAT_NAME = "abm-trajectory"
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"
 H5MD_VERSION = (1, 1)
 PARTIAL_SUFFIX = ".partial"
+#: HDF5 file-format versions the writer uses: from 1.8 on, the superblock and object headers carry checksums
+#: (readable by HDF5 >= 1.8). Not "v110": its superblock marks a file open for writing, so the partial file of a killed
+#: writer would not open without ``h5clear``.
+LIBVER = ("v108", "latest")
 
 #: Root attributes written by the writer itself; a caller's ``attrs`` may not use these names.
 RESERVED_ROOT_ATTRS = frozenset({"format_name", "format_version", "complete", "status", "created", "finished"})
+
+#: What a reader requires of every 1.x file (groups end in "/"); per-observable and per-species groups must each
+#: hold step, time and value. Format 1.1 adds Fletcher-32 on chunked numeric datasets and /integrity/manifest
+#: (written when the writer closes the file).
+REQUIRED_LAYOUT = (
+    "h5md/",
+    "parameters/resolved_json",
+    "parameters/scenario_toml",
+    "lattice/",
+    "lattice/vessel_sites",
+    "lattice/cell_type_codes/",
+    "observables/",
+    "particles/lattice/cell_type/step",
+    "particles/lattice/cell_type/time",
+    "particles/lattice/cell_type/value",
+    "fields/",
+    "events/",
+    "summary/",
+)
+REQUIRED_LATTICE_ATTRS = ("shape_xyz", "spacing_um", "dt_min")
+
+#: Prefix of the ``status`` of a file whose writer stopped on a write error (a full disk): such a file may lack the
+#: integrity manifest (HDF5 was failing), like the partial file of a killed run (status "running").
+WRITE_FAILED = "write failed: "
 
 #: Event table columns, in order, with their on-disk kind ("int", "float", "str").
 EVENT_COLUMNS: dict[str, str] = {

@@ -4,23 +4,53 @@ The writer knows nothing about the model. A reporter on the model side declares 
 species, cell-type codes, lattice) and then appends rows, snapshots and events. The layout is documented in
 ``docs/output-format.md``; :func:`abm.io.load` reads it back.
 
-Crash safety: the file is written as ``NAME.partial`` and renamed to ``NAME`` by :meth:`TrajectoryWriter.close`.
-Every snapshot and every event is followed by an HDF5 flush, so a process killed mid-run leaves a ``.partial``
-that h5py can open, holding everything up to the last flush. ``complete`` (root attribute) tells whether the run
-finished.
+Safety (details in ``docs/output-format.md``):
+
+- **Checked paths.** :func:`~abm.io.paths.check_output_path` refuses a directory, device, FIFO or socket (or a
+  symlink to one), a missing or read-only directory, and an existing file without ``overwrite``, before anything is
+  written.
+- **One writer per file.** The writer claims ``NAME.lock`` (:mod:`abm.io.locking`); a second writer of the same
+  file fails at once with :class:`~abm.io.errors.OutputLockedError` naming the first (pid, host). A lock left by a
+  killed writer is recognised as stale and taken over.
+- **A private partial file.** The run is written to ``NAME.<pid>-<hex>.partial``, flushed after the header, every
+  snapshot, event and summary write. Only :meth:`TrajectoryWriter.close` with ``complete=True`` renames it to ``NAME``
+  (atomically, after an fsync), so ``NAME``, when it exists, is always a complete run, and an earlier complete
+  ``NAME`` is replaced only by a later complete one. An interrupted or failed run keeps its partial file.
+- **A full disk** stops the writer at the first failed (or, from the free space, certainly failing) write with
+  :class:`~abm.io.errors.DiskFullError` naming the file and ENOSPC. A reserve of disk held since the start
+  (``NAME.<pid>-<hex>.reserve``) is released so that the partial file closes cleanly; nothing more is written.
+- **Checksums.** Every chunked numeric dataset carries HDF5's Fletcher-32 filter, and ``close`` stores a manifest of
+  SHA-256 digests of everything else (:mod:`abm.io.integrity`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno as _errno
 import os
+import sys
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from .errors import FULL_ERRNOS, DiskFullError, OutputExistsError, OutputPathError, TrajectoryIOError, WriteError
+from .guarded import GuardedFile, deferred_signals
+from .integrity import _short, errno_of, write_manifest
+from .locking import FileLock
+from .paths import (
+    check_output_path,
+    find_partials,
+    lock_path,
+    new_token,
+    partial_path,
+    private_partial,
+    reserve_path,
+    stale_reserves,
+)
 from .reader import Trajectory, load
 from .schema import (
     EVENT_COLUMNS,
@@ -28,9 +58,10 @@ from .schema import (
     FORMAT_NAME,
     FORMAT_VERSION,
     H5MD_VERSION,
-    PARTIAL_SUFFIX,
+    LIBVER,
     RESERVED_ROOT_ATTRS,
     STR_DTYPE,
+    WRITE_FAILED,
     ObservableSpec,
     SpeciesSpec,
     check_name,
@@ -38,17 +69,17 @@ from .schema import (
     to_h5_value,
 )
 
-__all__ = ["TrajectoryWriter", "Trajectory", "load", "partial_path"]
+__all__ = ["IncompleteRunWarning", "TrajectoryWriter", "Trajectory", "load", "partial_path"]
 
 _OBS_CHUNK = 1024
 _FRAME_META_CHUNK = 64
 _EVENT_CHUNK = 64
+_CHECK = {"fletcher32": True}
+_MIB = 1 << 20
 
 
-def partial_path(path: str | os.PathLike) -> Path:
-    """The in-progress name of a trajectory file: ``NAME.partial``."""
-    p = Path(path)
-    return p.with_name(p.name + PARTIAL_SUFFIX)
+class IncompleteRunWarning(RuntimeWarning):
+    """A run closed incomplete: says where its partial file is and that an earlier complete file is untouched."""
 
 
 def _utc_now() -> str:
@@ -61,13 +92,59 @@ def _append_1d(ds: h5py.Dataset, values: np.ndarray) -> None:
     ds[n0:] = values
 
 
+def _fsync_path(path: Path, directory: bool = False) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems cannot fsync a directory
+        pass
+    finally:
+        os.close(fd)
+
+
+def _free_bytes(directory: Path) -> int | None:
+    try:
+        st = os.statvfs(directory)
+    except (OSError, AttributeError):
+        return None
+    return int(st.f_bavail) * int(st.f_frsize)
+
+
+def _make_reserve(path: Path, nbytes: int) -> None:
+    """Hold ``nbytes`` of disk in ``path`` (real blocks: fallocate, else written bytes that do not compress)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        try:
+            os.posix_fallocate(fd, 0, nbytes)
+            return
+        except (AttributeError, OSError) as e:
+            if isinstance(e, OSError) and e.errno in FULL_ERRNOS:
+                raise
+        block = os.urandom(min(nbytes, _MIB))
+        left = nbytes
+        while left > 0:
+            left -= os.write(fd, block[: min(left, len(block))])
+    except BaseException:
+        os.close(fd)
+        fd = -1
+        path.unlink(missing_ok=True)
+        raise
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
 class TrajectoryWriter:
     """Write one run to an HDF5 trajectory file.
 
     Parameters
     ----------
     path : str or os.PathLike
-        Final file name. While writing, the file is ``path + ".partial"``.
+        Final file name ``NAME``. While writing, the file is ``NAME.<pid>-<hex>.partial`` (:attr:`partial_path`),
+        and ``NAME.lock`` holds the claim on ``NAME``.
     shape_xyz : tuple of int
         Lattice shape ``(nx, ny, nz)``; ``nz == 1`` is a 2D run.
     spacing_um : float
@@ -90,13 +167,24 @@ class TrajectoryWriter:
     creator, creator_version : str
         Program that wrote the file (``/h5md/creator``).
     overwrite : bool
-        Replace an existing ``path`` (and a leftover ``path.partial``). Otherwise raise FileExistsError.
+        Replace an existing ``NAME`` when (and only when) this run completes; also allows starting while an
+        interrupted run's partial file exists (it is removed when this run completes). Without it, either raises
+        :class:`~abm.io.errors.OutputExistsError` (a ``FileExistsError``) before anything is written.
     compression : {"gzip", "lzf", None}
         Filter for snapshot frames; gzip (default, level ``compression_opts``) is readable by every HDF5 tool.
     compression_opts : int or None
         gzip level (default 4).
     observable_block : int
         Observable rows buffered in memory between writes (default 256); :meth:`flush` writes them at once.
+    lock : bool
+        Claim ``NAME.lock`` (default True). Only for callers that hold an equivalent claim themselves.
+    reserve_bytes : int, optional
+        Disk space held back from the start so that the file can be closed cleanly on a full disk. Default: one
+        frame per snapshot dataset (at most 1 MiB each), one observable block and 1 MiB, times 1.25 (1.4 MiB for a
+        100 x 100 lattice with two species). 0 disables the reserve.
+    check_free_space : bool
+        Before each snapshot and observable block, compare its size with the free space of the file system and stop
+        with :class:`~abm.io.errors.DiskFullError` before HDF5 hits ENOSPC (default True).
     """
 
     def __init__(
@@ -119,6 +207,9 @@ class TrajectoryWriter:
         compression: str | None = "gzip",
         compression_opts: int | None = 4,
         observable_block: int = 256,
+        lock: bool = True,
+        reserve_bytes: int | None = None,
+        check_free_space: bool = True,
     ) -> None:
         # --- validate everything before touching the disk -------------------------------------------------------
         shape = tuple(int(s) for s in shape_xyz)
@@ -163,22 +254,6 @@ class TrajectoryWriter:
         if compression not in ("gzip", "lzf", None):
             raise ValueError(f"compression must be 'gzip', 'lzf' or None, got {compression!r}")
 
-        self._path = Path(path)
-        self._partial = partial_path(self._path)
-        self._overwrite = bool(overwrite)
-        if not overwrite:
-            if self._path.exists():
-                raise FileExistsError(
-                    f"{self._path} already exists; pass overwrite=True (CLI: --overwrite) to replace it, "
-                    "or choose another output path"
-                )
-            if self._partial.exists():
-                raise FileExistsError(
-                    f"{self._partial} already exists: it is an interrupted run or another writer is using it; "
-                    "delete it or pass overwrite=True"
-                )
-
-        # --- create the file -----------------------------------------------------------------------------------
         self._comp = {}
         if compression == "gzip":
             self._comp = {"compression": "gzip", "compression_opts": compression_opts}
@@ -193,25 +268,199 @@ class TrajectoryWriter:
         self._last_obs_step: int | None = None
         self._last_snap_step: int | None = None
         self._closed = False
+        self._failed: TrajectoryIOError | None = None
         self._result: Path | None = None
+        self._file: h5py.File | None = None
+        self._fio: GuardedFile | None = None
+        self._starting = True
+        self._check_space = bool(check_free_space)
+        self._frame_bytes = self._n_sites * (1 + 4 * len(self._species)) + 4096
+        # an observable block may start a new chunk (1024 rows) in each of its 3 x n_observables datasets
+        self._block_bytes = 3 * len(self._obs_specs) * _OBS_CHUNK * 8 + 4096
+        if reserve_bytes is None:
+            # what HDF5 may still hold in memory after a failed write: one chunk per frame dataset (chunks above the
+            # 1 MiB chunk cache are written through), the observable block, and metadata
+            cached = min(self._n_sites, _MIB) + len(self._species) * min(4 * self._n_sites, _MIB)
+            reserve_bytes = int(1.25 * (cached + self._block_bytes + _MIB))
+        self._reserve_bytes = max(0, int(reserve_bytes))
 
-        self._file = h5py.File(self._partial, "w")
+        # --- claim the target ---------------------------------------------------------------------------------
+        self._overwrite = bool(overwrite)
+        self._path = check_output_path(path, overwrite)
+        self._token = new_token()
+        self._partial = private_partial(self._path, self._token)
+        self._reserve = reserve_path(self._path, self._token)
+        argv0 = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+        self._lock = (
+            FileLock(lock_path(self._path), self._path, what=f"a trajectory writer ({argv0})") if lock else None
+        )
+        if self._lock is not None:
+            self._lock.acquire()
         try:
-            self._write_header(
-                root_attrs,
-                float(spacing_um),
-                float(dt_min),
-                vessels,
-                parameters_json,
-                scenario_toml,
-                creator,
-                creator_version,
-            )
-            self._file.flush()
+            # under the lock, the state of NAME and its leftovers is stable: check again
+            check_output_path(self._path, overwrite)
+            if self._lock is not None:
+                for stale in stale_reserves(self._path):  # left by writers that were killed (we hold the lock)
+                    stale.unlink(missing_ok=True)
+            if self._reserve_bytes:
+                try:
+                    _make_reserve(self._reserve, self._reserve_bytes)
+                except OSError as e:
+                    raise self._io_error(e, "reserving disk space to start writing") from None
+            try:
+                self._fio = GuardedFile(self._partial, on_error=lambda e: self._release_reserve())
+                with deferred_signals():
+                    self._file = h5py.File(self._fio, "w", libver=LIBVER)
+            except (OSError, RuntimeError, ValueError) as e:
+                raise self._io_error(e, "creating the file") from None
+            with self._io("writing the header"):
+                self._write_header(
+                    root_attrs,
+                    float(spacing_um),
+                    float(dt_min),
+                    vessels,
+                    parameters_json,
+                    scenario_toml,
+                    creator,
+                    creator_version,
+                )
+                self._file.flush()
         except BaseException:
-            self._file.close()
-            self._partial.unlink(missing_ok=True)
+            self._abandon()
             raise
+        self._starting = False
+
+    # ------------------------------------------------------------------------------------------------------------
+    # failures
+    def _io_error(self, e: BaseException, what: str) -> TrajectoryIOError:
+        """The exception ``e`` (from h5py or the OS) as a :class:`WriteError` naming the file and the errno."""
+        if isinstance(e, TrajectoryIOError):
+            return e
+        n = errno_of(e)
+        where = self._partial if self._file is not None or what != "reserving disk space to start writing" else None
+        if n in FULL_ERRNOS:
+            name = _errno.errorcode.get(n, str(n))
+            return DiskFullError(
+                f"{self._path}: {os.strerror(n)} ({name}) while {what}"
+                + (f" ({where.name})" if where else "")
+                + f"; free space in {self._path.parent}: {_fmt_bytes(_free_bytes(self._path.parent))}",
+                self._path,
+                n,
+            )
+        return WriteError(f"{self._path}: writing failed while {what}: {_short(e)}", self._path, n)
+
+    @contextlib.contextmanager
+    def _io(self, what: str) -> Iterator[None]:
+        """Run HDF5 writes; on the first failure stop for good (see :meth:`_stop`) and raise a clear error.
+
+        A failed write reaches us through the guarded file (HDF5 is told it succeeded, see :mod:`abm.io.guarded`);
+        anything h5py raises inside a write also stops the writer, since the file may then hold half of it.
+        """
+        if self._failed is not None:
+            raise self._failed
+        with deferred_signals():  # a signal is handled once HDF5 has returned, never inside it
+            try:
+                yield
+            except Exception as e:  # noqa: BLE001
+                err = self._io_error(e, what)
+                self._stop(err)
+                raise err from None
+            if self._fio is not None and self._fio.error is not None:
+                err = self._io_error(self._fio.error, what)
+                self._stop(err)
+                raise err
+
+    def _ensure_space(self, nbytes: int, what: str) -> None:
+        if not self._check_space:
+            return
+        free = _free_bytes(self._partial.parent)
+        if free is not None and free < nbytes:
+            err = DiskFullError(
+                f"{self._path}: {os.strerror(_errno.ENOSPC)} (ENOSPC): {what} needs about {_fmt_bytes(nbytes)} and "
+                f"{self._partial.parent} has {_fmt_bytes(free)} free",
+                self._path,
+                _errno.ENOSPC,
+            )
+            self._stop(err)
+            raise err
+
+    def _stop(self, err: TrajectoryIOError) -> None:
+        """After a failed (or, from the free space, certainly failing) write: write nothing more of the run, release
+        the reserve, close the file cleanly, keep any earlier file; later calls raise ``err`` again.
+
+        HDF5 never saw the failure (:mod:`abm.io.guarded`), so it closes normally: what it still holds goes to disk
+        through the space the reserve freed (or stays in the guarded file's overlay, which :meth:`_close_h5` tries
+        once more). The partial file is kept when it is whole, removed when it cannot be.
+        """
+        if self._failed is not None:
+            return
+        self._failed = err
+        self._release_reserve()
+        kept = None
+        with deferred_signals():
+            kept = self._stop_file(err)
+        self._closed = True
+        if self._starting:  # the constructor failed: it removes the partial file (a header at most)
+            self._result = None
+            err.message += "; nothing was written"
+        elif kept is not None and kept.exists():
+            self._result = kept
+            err.message += f"; the run so far is kept in {kept}"
+        else:
+            self._partial.unlink(missing_ok=True)
+            self._result = None
+            err.message += "; the partial file could not be saved and was removed"
+        if self._path.exists():
+            err.message += f"; the earlier {self._path.name} is untouched"
+        if self._lock is not None:
+            self._lock.release()
+
+    def _stop_file(self, err: TrajectoryIOError) -> Path | None:
+        kept = None
+        if self._file is not None:
+            try:
+                f = self._file
+                self._write_observables_now()
+                f.attrs["complete"] = np.bool_(False)
+                f.attrs["status"] = f"{WRITE_FAILED}{err}"[:2000]
+                f.attrs["finished"] = _utc_now()
+                write_manifest(f)
+            except Exception:  # noqa: BLE001 - closing the file is what matters now
+                pass
+            if self._close_h5():
+                kept = self._partial
+        return kept
+
+    def _close_h5(self) -> bool:
+        """Close the HDF5 file and the guarded file object; True if the file on disk is whole."""
+        whole = True
+        if self._file is not None:
+            try:
+                self._file.close()
+            except Exception:  # noqa: BLE001
+                whole = False
+            self._file = None
+        if self._fio is not None:
+            whole = self._fio.replay() and whole
+            with contextlib.suppress(OSError):
+                self._fio.close()
+        return whole
+
+    def _release_reserve(self) -> None:
+        try:
+            self._reserve.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+    def _abandon(self) -> None:
+        """The constructor failed: remove everything this writer created (never anything else)."""
+        with deferred_signals():
+            self._close_h5()
+        self._partial.unlink(missing_ok=True)  # a header at most: nothing of a run
+        self._release_reserve()
+        if self._lock is not None:
+            self._lock.release()
+        self._closed = True
 
     # ------------------------------------------------------------------------------------------------------------
     # layout
@@ -260,7 +509,7 @@ class TrajectoryWriter:
             g = obs.create_group(spec.name)
             time = self._make_time(g, _OBS_CHUNK)
             val = g.create_dataset(
-                "value", shape=(0,), maxshape=(None,), dtype=np.dtype(spec.dtype), chunks=(_OBS_CHUNK,)
+                "value", shape=(0,), maxshape=(None,), dtype=np.dtype(spec.dtype), chunks=(_OBS_CHUNK,), **_CHECK
             )
             val.attrs["units"] = spec.units
             val.attrs["description"] = spec.description
@@ -285,7 +534,8 @@ class TrajectoryWriter:
         time = None
         for col, kind in EVENT_COLUMNS.items():
             dtype = {"int": np.int64, "float": np.float64, "str": STR_DTYPE}[kind]
-            ds = ev.create_dataset(col, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(_EVENT_CHUNK,))
+            check = {} if kind == "str" else _CHECK  # HDF5 filters cannot apply to variable-length strings
+            ds = ev.create_dataset(col, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(_EVENT_CHUNK,), **check)
             if col == "time":
                 ds.attrs["units"] = "min"
                 ds.make_scale("time")
@@ -299,10 +549,10 @@ class TrajectoryWriter:
     @staticmethod
     def _make_time(g: h5py.Group, chunk: int) -> h5py.Dataset:
         """``step`` and ``time`` (minutes) 1-D resizable datasets; ``time`` is the group's frame dimension scale."""
-        time = g.create_dataset("time", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(chunk,))
+        time = g.create_dataset("time", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(chunk,), **_CHECK)
         time.attrs["units"] = "min"
         time.make_scale("time")
-        step = g.create_dataset("step", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(chunk,))
+        step = g.create_dataset("step", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(chunk,), **_CHECK)
         step.attrs["units"] = "1"
         step.dims[0].attach_scale(time)
         return time
@@ -328,6 +578,7 @@ class TrajectoryWriter:
             dtype=dtype,
             chunks=(1, *self._grid_shape),
             **comp,
+            **_CHECK,
         )
         for i, s in enumerate(scales):
             val.dims[i].attach_scale(s)
@@ -336,17 +587,24 @@ class TrajectoryWriter:
     # ------------------------------------------------------------------------------------------------------------
     # appending
     def _check_open(self) -> None:
+        if self._failed is not None:
+            raise self._failed
         if self._closed:
             raise RuntimeError(f"trajectory writer for {self._path} is closed")
 
     @property
     def path(self) -> Path:
-        """Final file name (the file is ``partial_path`` until :meth:`close`)."""
+        """Final file name (the run is in :attr:`partial_path` until :meth:`close` completes it)."""
         return self._path
 
     @property
     def partial_path(self) -> Path:
+        """This writer's private partial file, ``NAME.<pid>-<hex>.partial``."""
         return self._partial
+
+    @property
+    def lock_path(self) -> Path:
+        return lock_path(self._path)
 
     @property
     def n_snapshots(self) -> int:
@@ -360,6 +618,11 @@ class TrajectoryWriter:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def failed(self) -> TrajectoryIOError | None:
+        """The write error that stopped this writer, or None."""
+        return self._failed
 
     def append_observables(self, step: int, time_min: float, values: Mapping[str, float]) -> None:
         """Append one row: every declared observable at ``step`` (time ``time_min`` minutes).
@@ -387,6 +650,14 @@ class TrajectoryWriter:
         k = len(self._obs_buf_step)
         if k == 0:
             return
+        self._ensure_space(self._block_bytes + 65536, f"writing {k} observable rows")
+        with self._io(f"writing {k} observable rows"):
+            self._write_observables_now()
+
+    def _write_observables_now(self) -> None:
+        k = len(self._obs_buf_step)
+        if k == 0:
+            return
         steps = np.asarray(self._obs_buf_step, dtype=np.int64)
         times = np.asarray(self._obs_buf_time, dtype=np.float64)
         grp = self._file["observables"]
@@ -395,6 +666,7 @@ class TrajectoryWriter:
             _append_1d(g["value"], np.asarray(self._obs_buf[spec.name], dtype=np.dtype(spec.dtype)))
             _append_1d(g["time"], times)
             _append_1d(g["step"], steps)
+        for spec in self._obs_specs:
             self._obs_buf[spec.name].clear()
         self._obs_buf_step.clear()
         self._obs_buf_time.clear()
@@ -432,16 +704,18 @@ class TrajectoryWriter:
             )
         ct = self._grid(cell_type, "cell_type", np.uint8)
         data = {name: self._grid(fields[name], f"field {name!r}", np.float32) for name in declared}
+        self._ensure_space(self._frame_bytes + self._block_bytes, f"writing the snapshot at step {step}")
         i = self._n_snapshots
-        groups = [(self._file["particles/lattice/cell_type"], ct)]
-        groups += [(self._file["fields"][s.name], data[s.name]) for s in self._species]
-        for g, frame in groups:  # frames first, then step/time: a reader trusts the shortest
-            val = g["value"]
-            val.resize(i + 1, axis=0)
-            val[i] = frame
-        for g, _ in groups:
-            _append_1d(g["time"], np.array([time_min], dtype=np.float64))
-            _append_1d(g["step"], np.array([step], dtype=np.int64))
+        with self._io(f"writing the snapshot at step {step}"):
+            groups = [(self._file["particles/lattice/cell_type"], ct)]
+            groups += [(self._file["fields"][s.name], data[s.name]) for s in self._species]
+            for g, frame in groups:  # frames first, then step/time: a reader trusts the shortest
+                val = g["value"]
+                val.resize(i + 1, axis=0)
+                val[i] = frame
+            for g, _ in groups:
+                _append_1d(g["time"], np.array([time_min], dtype=np.float64))
+                _append_1d(g["step"], np.array([step], dtype=np.int64))
         self._n_snapshots = i + 1
         self._last_snap_step = step
         self.flush()
@@ -458,11 +732,13 @@ class TrajectoryWriter:
         for col in EVENT_FIELDS:
             v = fields.get(col)
             row[col] = nan_if_none(v) if EVENT_COLUMNS[col] == "float" else ("" if v is None else str(v))
-        ev = self._file["events"]
-        for col, kind_ in EVENT_COLUMNS.items():
-            dtype = {"int": np.int64, "float": np.float64, "str": object}[kind_]
-            _append_1d(ev[col], np.array([row[col]], dtype=dtype))
-        self._file.flush()
+        self._ensure_space(65536, f"writing a {kind} event")
+        with self._io(f"writing a {kind} event at step {step}"):
+            ev = self._file["events"]
+            for col, kind_ in EVENT_COLUMNS.items():
+                dtype = {"int": np.int64, "float": np.float64, "str": object}[kind_]
+                _append_1d(ev[col], np.array([row[col]], dtype=dtype))
+            self._file.flush()
 
     def write_summary(self, summary: Mapping[str, object]) -> None:
         """Store run-level scalars (float, int, str, bool or None) as scalar datasets in ``/summary``.
@@ -470,67 +746,155 @@ class TrajectoryWriter:
         May be called more than once; a repeated key replaces the earlier value.
         """
         self._check_open()
-        g = self._file["summary"]
         converted = {check_name(str(k), "summary"): to_h5_value(v, f"summary[{k!r}]") for k, v in summary.items()}
-        for k, v in converted.items():
-            if k in g:
-                del g[k]
-            if isinstance(v, str):
-                g.create_dataset(k, data=v, dtype=STR_DTYPE)
-            else:
-                g.create_dataset(k, data=v)
-        self._file.flush()
+        self._ensure_space(65536, "writing the summary")
+        with self._io("writing the summary"):
+            g = self._file["summary"]
+            for k, v in converted.items():
+                if k in g:
+                    del g[k]
+                if isinstance(v, str):
+                    g.create_dataset(k, data=v, dtype=STR_DTYPE)
+                else:
+                    g.create_dataset(k, data=v)
+            self._file.flush()
 
     def flush(self) -> None:
         """Write buffered observable rows and flush the HDF5 file to disk."""
         self._check_open()
         self._write_observables()
-        self._file.flush()
+        with self._io("flushing"):
+            self._file.flush()
 
     # ------------------------------------------------------------------------------------------------------------
     # closing
-    def close(self, complete: bool = True, status: str | None = None) -> Path:
-        """Write what is buffered, mark the file, close it and rename ``NAME.partial`` to ``NAME``.
+    def close(self, complete: bool = True, status: str | None = None) -> Path | None:
+        """Write what is buffered, mark the file and close it; a complete run then becomes ``NAME``.
 
         Parameters
         ----------
         complete : bool
-            True when the run finished; False on interruption (Ctrl-C, SIGTERM, an exception). Either way the file
-            is renamed to ``NAME`` so the user finds it; the root attribute ``complete`` tells the truth.
+            True when the run finished: the partial file is fsynced and renamed to ``NAME`` (replacing an earlier
+            ``NAME`` only if ``overwrite`` was given). False on interruption (Ctrl-C, SIGTERM, an exception): the
+            file is marked ``complete = False`` and stays at :attr:`partial_path`; an earlier ``NAME`` is left
+            untouched (an :class:`IncompleteRunWarning` says where the partial file is).
         status : str, optional
             Free text stored in the root attribute ``status``; default ``"completed"`` or ``"incomplete"``.
 
         Returns
         -------
-        Path
-            The final file path. If ``NAME`` appeared during the run and ``overwrite`` is False, the file is left as
-            ``NAME.partial`` (with a warning) and that path is returned. Calling close again returns the same path.
+        Path or None
+            Where the run is: ``NAME``, or the partial file (incomplete runs; a complete run when ``NAME`` appeared
+            meanwhile without ``overwrite``). None only if a write error left nothing that could be saved. Calling
+            close again returns the same path. After a write error (:attr:`failed`), close does nothing more.
         """
         if self._closed:
-            return self._result  # type: ignore[return-value]
+            return self._result
+        with deferred_signals():  # close happens whole; a signal that arrives meanwhile is handled after it
+            return self._close(complete, status)
+
+    def _close(self, complete: bool, status: str | None) -> Path | None:
         if status is None:
             status = "completed" if complete else "incomplete"
-        self._closed = True
         try:
-            try:
-                self._write_observables()
-            finally:
-                self._file.attrs["complete"] = np.bool_(bool(complete))
-                self._file.attrs["status"] = str(status)
-                self._file.attrs["finished"] = _utc_now()
+            f = self._file
+            self._write_observables_now()  # no free-space check here: the reserve is there for this
+            f.attrs["complete"] = np.bool_(bool(complete))
+            f.attrs["status"] = str(status)
+            f.attrs["finished"] = _utc_now()
+            write_manifest(f)
+        except Exception as e:  # noqa: BLE001 - h5py failing: keep what is whole, leave no lock or reserve
+            whole = self._close_h5()
+            if not whole:
+                self._partial.unlink(missing_ok=True)
+            self._finish(self._partial if whole and self._partial.exists() else None)
+            if not isinstance(e, TrajectoryIOError):
+                raise self._io_error(e, "closing the file") from None
+            raise
+        whole = self._close_h5()
+        error = self._fio.error if self._fio is not None else None
+        if not whole:
+            self._partial.unlink(missing_ok=True)
+            self._finish(None)
+            err = self._io_error(error or OSError(_errno.EIO, "write failed"), "closing the file")
+            err.message += (
+                "; the run could not be saved (its last writes were refused) and its partial file was removed"
+            )
+            if self._path.exists():
+                err.message += f"; the earlier {self._path.name} is untouched"
+            self._failed = err
+            raise err
+        if error is not None:
+            warnings.warn(
+                f"{self._path}: {error.strerror or error} while closing; the disk reserve held enough to finish",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        if not complete:
+            self._finish(self._partial)
+            msg = f"{self._path}: the run did not complete ({status}); what it wrote is in {self._partial}"
+            if self._path.exists():
+                msg += f"; the earlier {self._path.name} is untouched"
+            warnings.warn(msg, IncompleteRunWarning, stacklevel=3)
+            return self._result
+        try:
+            self._result = self._publish()
         finally:
-            self._file.close()
-            if self._path.exists() and not self._overwrite:
-                warnings.warn(
-                    f"{self._path} appeared while this run was writing; the output is left at {self._partial}",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-                self._result = self._partial
-            else:
-                os.replace(self._partial, self._path)
-                self._result = self._path
+            self._finish(self._result)
         return self._result
+
+    def _publish(self) -> Path:
+        """Put the closed, complete partial file in place as ``NAME``; return where it ended up."""
+        _fsync_path(self._partial)
+        try:
+            check_output_path(self._path, self._overwrite, check_partials=False)
+        except OutputExistsError:
+            warnings.warn(
+                f"{self._path} appeared while this run was writing; the output is left at {self._partial}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return self._partial
+        except OutputPathError as e:
+            raise OutputPathError(f"{e}; the complete run is kept in {self._partial}", self._path) from None
+        try:
+            if self._overwrite:
+                os.replace(self._partial, self._path)
+            else:
+                try:  # atomic "create if absent": a file that appeared since the check is not replaced
+                    os.link(self._partial, self._path)
+                    os.unlink(self._partial)
+                except FileExistsError:
+                    warnings.warn(
+                        f"{self._path} appeared while this run was writing; the output is left at {self._partial}",
+                        RuntimeWarning,
+                        stacklevel=3,
+                    )
+                    return self._partial
+                except OSError as e:
+                    if e.errno not in (_errno.EPERM, _errno.ENOTSUP, _errno.EOPNOTSUPP, _errno.EXDEV, _errno.EMLINK):
+                        raise
+                    os.replace(self._partial, self._path)  # no hard links here; we hold the lock on NAME
+        except OSError as e:
+            raise WriteError(
+                f"{self._path}: the run completed but could not be renamed into place ({e.strerror or e}); "
+                f"it is kept in {self._partial}",
+                self._path,
+                e.errno,
+            ) from None
+        _fsync_path(self._path.parent, directory=True)
+        if self._overwrite:  # interrupted runs of NAME are superseded by this complete one
+            for old in find_partials(self._path):
+                with contextlib.suppress(OSError):
+                    old.unlink()
+        return self._path
+
+    def _finish(self, result: Path | None) -> None:
+        self._closed = True
+        self._result = result
+        self._release_reserve()
+        if self._lock is not None:
+            self._lock.release()
 
     def __enter__(self) -> TrajectoryWriter:
         return self
@@ -540,3 +904,13 @@ class TrajectoryWriter:
             self.close(complete=True)
         else:
             self.close(complete=False, status=repr(exc))
+
+
+def _fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "unknown"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # pragma: no cover

@@ -11,7 +11,7 @@ def register(sub) -> None:
         "sweep",
         help="run a parameter sweep (grid, LHS, Sobol, Morris) locally or on Dask",
         description="Run every run of a sweep definition and record design, summaries and failures "
-        "in DIR/sweep.h5 (see docs/sweeps.md).",
+        "in DIR/sweep.sqlite, exported to DIR/sweep.h5 when the sweep stops (see docs/sweeps.md).",
     )
     p.add_argument("sweep", help="sweep definition (TOML), e.g. scenarios/sweeps/il2_dose_response.toml")
     p.add_argument("--out", "-o", required=True, metavar="DIR", help="output directory")
@@ -25,7 +25,11 @@ def register(sub) -> None:
     )
     g.add_argument("--dask-local", type=int, metavar="N", help="start a Dask LocalCluster of N worker processes")
     g.add_argument("--scheduler", metavar="ADDRESS", help="use a running Dask scheduler, e.g. tcp://HOST:8786")
-    p.add_argument("--resume", action="store_true", help="finish an interrupted sweep in DIR without repeating runs")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish an interrupted sweep in DIR: rerun every run not done (failed too)",
+    )
     p.add_argument("--quick", action="store_true", help="the sweep's [quick] size (a few minutes)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sweep)
@@ -33,17 +37,17 @@ def register(sub) -> None:
     a = sub.add_parser(
         "analyze",
         help="tables (CSV) and figures (PNG) from a sweep directory",
-        description="Analyse DIR/sweep.h5: dose-response, combination grid or sensitivity, "
+        description="Analyse DIR (its sweep.sqlite, else sweep.h5): dose-response, combination grid or sensitivity, "
         "chosen by the sweep's 'analysis' key.",
     )
-    a.add_argument("dir", help="sweep output directory (holding sweep.h5)")
+    a.add_argument("dir", help="sweep output directory (holding sweep.sqlite or sweep.h5)")
     a.add_argument("--out", "-o", metavar="DIR", help="where to write tables and figures (default: DIR/analysis)")
     a.add_argument("--prefix", default="", help="prefix for the figure and table file names")
     a.set_defaults(func=cmd_analyze)
 
 
 def cmd_sweep(args) -> int:
-    from abm.cli import UsageError
+    from abm.errors import UsageError
     from abm.sweep.design import SweepSpec
     from abm.sweep.runner import run_sweep
 
@@ -65,8 +69,9 @@ def cmd_sweep(args) -> int:
         progress=not args.quiet,
     )
     print(
-        f"wrote {res.path}: {res.n_runs} runs, {res.n_done} done now, {res.n_failed} failed, "
-        f"{res.n_skipped} already finished, {res.n_retried} retried, {res.elapsed_s:.1f} s"
+        f"wrote {res.path}" + (f" (exported to {res.export_path.name})" if res.export_path else "") + f": "
+        f"{res.n_runs} runs, {res.n_done} done now, {res.n_failed} failed, {res.n_skipped} already done, "
+        f"{res.n_retried} retried after a worker died, {res.elapsed_s:.1f} s"
     )
     return 0 if res.n_failed == 0 else 1
 

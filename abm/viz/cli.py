@@ -84,7 +84,7 @@ def register(sub) -> None:
 
 
 def _usage(msg: str):
-    from abm.cli import UsageError
+    from abm.errors import UsageError
 
     return UsageError(msg)
 
