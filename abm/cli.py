@@ -65,14 +65,15 @@ def _add_run(sub) -> None:
 
 def cmd_run(args) -> int:
     import abm
+    from abm.io import OutputPathError, check_output_path
     from abm.simulation import RunInterrupted
 
     sc = abm.Scenario.load(args.scenario, sets=args.sets)
     out = Path(args.out) if args.out else Path(f"{sc.name}.h5")
-    if out.exists() and not args.overwrite:
-        raise UsageError(f"{out}: the output file exists; pass --overwrite to replace it or --out to choose another")
-    if out.parent and not out.parent.exists():
-        raise UsageError(f"{out}: the directory {out.parent} does not exist")
+    try:  # refuse a bad output path (exists, a directory or device, no parent, locked) before any work
+        out = check_output_path(out, args.overwrite)
+    except OutputPathError as e:
+        raise UsageError(str(e)) from None
     try:
         res = abm.run(
             sc,
@@ -86,6 +87,8 @@ def cmd_run(args) -> int:
     except RunInterrupted as e:
         print(f"abm run: {e}", file=sys.stderr)
         return EXIT_FAILED
+    except OutputPathError as e:  # another writer claimed the file between the check and the start
+        raise UsageError(str(e)) from None
     if not args.quiet:
         s = res.summary
         print(f"wrote {res.path}")
@@ -105,9 +108,10 @@ def _add_info(sub) -> None:
 
 def cmd_info(args) -> int:
     import abm
+    from abm.io import partial_path
 
     path = Path(args.file)
-    if not path.exists() and not Path(str(path) + ".partial").exists():
+    if not path.exists() and not partial_path(path).exists():
         raise UsageError(f"{path}: no such file")
     try:
         r = abm.load(path)
@@ -189,10 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:  # Ctrl-C while the command line and its plugins load (before a run installs its own handler)
         parser = build_parser()
+        args = parser.parse_args(argv)
     except KeyboardInterrupt:
         print("abm: interrupted", file=sys.stderr)
         return EXIT_FAILED
-    args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE

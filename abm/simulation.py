@@ -252,8 +252,10 @@ def run(
 ) -> RunResult:
     """Run a scenario for its ``run.days`` (or ``days``) and return the observables and the summary.
 
-    With ``out``, the trajectory goes to that HDF5 file (written as ``out.partial`` and renamed at the end; on
-    SIGINT/SIGTERM the file is closed, marked incomplete, and :class:`RunInterrupted` is raised). ``seed`` falls
+    With ``out``, the trajectory goes to that HDF5 file: written as a private ``OUT.<pid>-<hex>.partial`` next to
+    it and renamed to ``OUT`` only when the run completes (an earlier ``OUT`` is replaced only then, and only with
+    ``overwrite``); on SIGINT/SIGTERM or a failure the partial file is closed, marked incomplete, kept under its
+    partial name, and :class:`RunInterrupted` (or the error) is raised. ``seed`` falls
     back to the scenario's ``run.seed``, then to a fresh one that is recorded. ``sets`` are ``key=value`` strings,
     ``values`` typed overrides (``{"ctl.kill_prob": 0.1}``).
     """
@@ -268,27 +270,37 @@ def run(
     if params is not None:
         scenario = scenario.with_params(params)
     seed = seed if seed is not None else scenario.run.seed
-    model = Model(scenario, seed=seed)
-    n_steps = model.steps_for_days(scenario.run.days)
-    rec = RecorderReporter()
-    all_reporters: list[Any] = [rec]
-    traj = None
-    if out is not None:
-        snap = max(1, int(round(scenario.run.snapshot_every_min / model.dt_min)))
-        traj = TrajectoryReporter(out, snapshot_every=snap, overwrite=overwrite)
-        all_reporters.append(traj)
-    if progress is not False:
-        all_reporters.append(ProgressReporter(enabled=progress, label=scenario.name))
-    all_reporters += list(reporters or [])
-    sim = Simulation(model, all_reporters, n_steps)
-
-    def end(complete: bool, status: str) -> RunEnd:
-        summary = rec.summary(model.params.response, model.seed, model.events) if rec.n_rows else None
-        return RunEnd(complete, status, summary, tuple(model.events), model.step_index)
-
+    # signals are taken over before the model is built (compiling or loading kernels takes seconds), so a Ctrl-C
+    # or SIGTERM at any moment of a run ends in RunInterrupted, never in the default action
     with Interrupt() as sig:
-        sim.check_stop = sig.check
         try:
+            model = Model(scenario, seed=seed)
+        except KeyboardInterrupt:
+            raise RunInterrupted(sig.name or "SIGINT", None) from None
+        n_steps = model.steps_for_days(scenario.run.days)
+        rec = RecorderReporter()
+        all_reporters: list[Any] = [rec]
+        traj = None
+        if out is not None:
+            snap = max(1, int(round(scenario.run.snapshot_every_min / model.dt_min)))
+            traj = TrajectoryReporter(out, snapshot_every=snap, overwrite=overwrite)
+            all_reporters.append(traj)
+        if progress is not False:
+            all_reporters.append(ProgressReporter(enabled=progress, label=scenario.name))
+        all_reporters += list(reporters or [])
+        sim = Simulation(model, all_reporters, n_steps)
+        sim.check_stop = sig.check
+
+        def end(complete: bool, status: str) -> RunEnd:
+            summary = rec.summary(model.params.response, model.seed, model.events) if rec.n_rows else None
+            return RunEnd(complete, status, summary, tuple(model.events), model.step_index)
+
+        def written(results: list[Any]) -> Path | None:
+            """Where the trajectory ended up (its partial file when the run did not complete)."""
+            return results[all_reporters.index(traj)] if traj is not None and traj.started else None
+
+        try:
+            sig.check()
             sim.begin()
             sim.run()
         except KeyboardInterrupt:
@@ -296,17 +308,16 @@ def run(
             status = f"interrupted by {name} at step {model.step_index}"
             if model.step_index and rec.last_step != model.step_index:
                 rec.report(make_frame(model, ("observables",)))
-            sim.close(end(False, status))
-            raise RunInterrupted(name, traj.path if traj is not None and traj.started else None) from None
+            raise RunInterrupted(name, written(sim.close(end(False, status)))) from None
         except BaseException as e:
             sim.close(end(False, f"failed at step {model.step_index}: {type(e).__name__}: {e}"))
             raise
-    summary_end = end(True, "completed")
-    sim.close(summary_end)
+        summary_end = end(True, "completed")
+        path = written(sim.close(summary_end))
     return RunResult(
         model=model,
         observables=rec.arrays(),
         summary=summary_end.summary or {},
-        path=traj.path if traj is not None else None,
+        path=path,
         events=list(model.events),
     )

@@ -100,8 +100,8 @@ def _file_fingerprint(path: Path) -> dict[str, str]:
 
     def visit(name, obj):
         if isinstance(obj, h5py.Dataset):
-            if name.startswith("parameters/"):
-                return  # the resolved JSON names the scenario source path (machine-dependent)
+            if name.startswith(("parameters/", "integrity/")):
+                return  # the resolved JSON names the scenario source path; the manifest holds timestamps
             v = obj[()]
             if isinstance(v, bytes):
                 v = v.decode()
@@ -114,11 +114,9 @@ def _file_fingerprint(path: Path) -> dict[str, str]:
 
     with h5py.File(path, "r") as f:
         f.visititems(visit)
-        out["@root"] = _h(
-            repr(
-                sorted((k, str(v)) for k, v in f.attrs.items() if k not in _SKIP_ATTRS and k != "scenario_source")
-            ).encode()
-        )
+        for k, v in sorted(f.attrs.items()):
+            if k not in _SKIP_ATTRS and k != "scenario_source":
+                out[f"@{k}"] = str(v)
     return out
 
 

@@ -441,7 +441,7 @@ def test_fifty_random_interruptions_of_abm_run_overwrite(tmp_path):
         cmd = [*ABM_RUN[:-3], "--days", "3", "-q", "--out", str(path), "--overwrite"]
         rc, out, err = _interrupt(cmd, path, sig, delay, writing=writing)
         assert rc != -signal.SIGSEGV and "Segmentation" not in err, err
-        if "Traceback" in err:  # only start-up (importing abm, or build_parser before main's try; see the xfail)
+        if "Traceback" in err:  # only while Python imports the abm package itself, before abm.cli.main runs
             last = err.strip().splitlines()[-1]
             assert last == "KeyboardInterrupt" and "abm/io" not in err and "abm/runner" not in err, err
             tally["traceback at start-up (CLI)"] = tally.get("traceback at start-up (CLI)", 0) + 1
@@ -453,11 +453,6 @@ def test_fifty_random_interruptions_of_abm_run_overwrite(tmp_path):
     assert tally["partial readable"] >= 10  # the signals did land while the runs wrote
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs cli change: abm.cli.main builds the parser (importing the plugins) "
-    "outside its try/except KeyboardInterrupt, so Ctrl-C during start-up prints a traceback",
-)
 def test_ctrl_c_during_abm_start_up_prints_no_traceback(tmp_path):
     code = textwrap.dedent("""
         import importlib, os, signal, sys
@@ -859,11 +854,6 @@ def test_format_1_0_files_still_read(tmp_path):
 
 
 # ============================================================================================ the CLI (lead's part)
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs cli change: cmd_run should call abm.io.check_output_path(out, args.overwrite) before building the "
-    "model and map abm.io.OutputPathError to exit 2 (today: the model is built, then exit 1)",
-)
 def test_abm_run_refuses_a_directory_output_with_exit_2(tmp_path, capsys):
     from abm.cli import main
 
@@ -875,9 +865,6 @@ def test_abm_run_refuses_a_directory_output_with_exit_2(tmp_path, capsys):
     assert rc == 2
 
 
-@pytest.mark.xfail(
-    strict=True, reason="needs cli change: map abm.io.OutputLockedError (an OutputPathError) to exit 2 (today: 1)"
-)
 def test_abm_run_while_another_writer_holds_the_file_exits_2(tmp_path, capsys):
     from abm.cli import main
 
@@ -889,11 +876,6 @@ def test_abm_run_while_another_writer_holds_the_file_exits_2(tmp_path, capsys):
     assert rc == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs cli change: cmd_info (and abm.viz.cli._load) look for Path(str(path) + '.partial'); partial files "
-    "are now NAME.<pid>-<hex>.partial: test abm.io.partial_path(path).exists() instead",
-)
 def test_abm_info_reads_an_interrupted_runs_partial_file(tmp_path, capsys):
     from abm.cli import main
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import abm
+import abm.io
 from abm.cli import main
 from abm.scenario import Scenario
 from tests.conftest import SHIPPED, TINY_SETS
@@ -38,7 +39,7 @@ def test_run_info_plot_every_shipped_scenario(name, tmp_path, capsys):
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert f"wrote {out}" in captured.out and f"scenario {name}, seed 1" in captured.out
-    assert out.exists() and not Path(str(out) + ".partial").exists()
+    assert out.exists() and not abm.io.find_partials(out)
 
     run = abm.load(out)
     assert run.complete and run.attrs["scenario_name"] == name
@@ -97,7 +98,7 @@ def assert_usage_error(r: subprocess.CompletedProcess, *fragments: str) -> None:
 def test_unknown_key_exits_2_naming_key_and_nearest(tmp_path):
     r = abm_cli("run", "untreated", "--out", str(tmp_path / "x.h5"), "--set", "ctl.kil_prob=0.1")
     assert_usage_error(r, "ctl.kil_prob", "did you mean 'ctl.kill_prob'")
-    assert not (tmp_path / "x.h5").exists() and not (tmp_path / "x.h5.partial").exists()
+    assert not (tmp_path / "x.h5").exists() and not abm.io.find_partials(tmp_path / "x.h5")
 
 
 def test_bad_value_exits_2_naming_the_range(tmp_path):

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import abm
+import abm.io
 from abm.observables import observable_specs
 from tests.conftest import TINY_RUN_SNAPSHOT_MIN, TINY_SETS
 
@@ -246,9 +247,10 @@ def test_sigint_and_sigterm_leave_a_readable_incomplete_file(tmp_path):
                 proc.wait()
     for name in sigs:
         path = tmp_path / f"{name}.h5"
-        assert path.exists(), f"{name}: the final file name is used"
-        assert not (tmp_path / f"{name}.h5.partial").exists()
-        run = abm.load(path)
+        partial = abm.io.partial_path(path)
+        assert not path.exists() and partial.exists(), f"{name}: an interrupted run keeps its partial name"
+        with pytest.warns(RuntimeWarning, match="unfinished"):
+            run = abm.load(path)  # finds the interrupted run's partial file
         assert run.complete is False
         assert name in run.status, run.status
         assert run.n_snapshots >= 5  # step 0 and every hour to step 24 at least
@@ -257,7 +259,7 @@ def test_sigint_and_sigterm_leave_a_readable_incomplete_file(tmp_path):
         assert run.time_min[-1] < 60 * 1440.0  # stopped long before the end
         run.cell_type(-1)  # the frames read
         run.field("il2", -1)
-        with h5py.File(path, "r") as f:  # and plain h5py agrees
+        with h5py.File(partial, "r") as f:  # and plain h5py agrees
             assert not bool(f.attrs["complete"])
 
 
@@ -273,12 +275,13 @@ def test_run_failure_closes_the_file_marked_failed(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Model, "_step_dynamics", step)
     path = tmp_path / "fail.h5"
-    with pytest.raises(FloatingPointError):
+    with pytest.raises(FloatingPointError), pytest.warns(abm.io.IncompleteRunWarning):
         abm.run("untreated", out=path, days=1, sets=TINY_SETS, seed=1)
-    run = abm.load(path)
+    assert not path.exists() and len(abm.io.find_partials(path)) == 1  # a failed run never takes the final name
+    with pytest.warns(RuntimeWarning, match="unfinished"):
+        run = abm.load(path)
     assert run.complete is False
     assert "failed" in run.status and "boom at step 5" in run.status
-    assert not (tmp_path / "fail.h5.partial").exists()
 
 
 def test_existing_output_is_not_overwritten(tmp_path):

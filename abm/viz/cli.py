@@ -91,9 +91,10 @@ def _usage(msg: str):
 
 def _load(path: str):
     import abm
+    from abm.io import partial_path
 
     p = Path(path)
-    if not p.exists() and not Path(str(p) + ".partial").exists():
+    if not p.exists() and not partial_path(p).exists():
         raise _usage(f"{p}: no such file")
     try:
         return abm.load(p)
