@@ -506,9 +506,9 @@ def test_page_model_is_an_adapter_not_an_abm_model():
     m = PageModel("il2_ifna", il2_dose_scale=0.5, ifna_on=False, seed=2, sets=PAGE_SETS)
     assert isinstance(m, mesa.Model) and not isinstance(m, abm.Model)
     assert isinstance(m.sim, abm.Model)  # composition: the page owns a model, it is not one
-    assert m.scenario.regimen.dose_scale.il2 == 0.5 and m.scenario.regimen.dose_scale.ifna == 0.0
+    assert m.scenario.regimen.scale("il2") == 0.5 and m.scenario.regimen.scale("ifna") == 0.0
     on = PageModel("il2_ifna", ifna_on=True, sets=PAGE_SETS)
-    assert on.scenario.regimen.dose_scale.ifna == 1.0
+    assert on.scenario.regimen.scale("ifna") == 1.0
     # many steps per call, no drawing: a day in one call, a frame's worth of hours in another
     n = m.run_to_day(1.0)
     assert 1.0 <= m.time_day < 1.0 + 1.0 / 24 and n == m.step_index == m.steps
