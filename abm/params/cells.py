@@ -46,7 +46,7 @@ class CTLParams(Group):
     recruit_per_vessel_per_day: float = P(
         0.01,
         "1/day",
-        "CTL entry rate per vessel site at saturating tumour burden",
+        "CTL entry rate per vessel site at saturating tumour burden and saturating local chemokine",
         ge=0,
         le=100,
         symbol="r_CTL",
@@ -68,14 +68,23 @@ class CTLParams(Group):
         200.0, "pM", "plasma IL-2 giving half of the recruitment boost", gt=0, symbol="K_sys", source="estimate"
     )
     speed_um_per_min: float = P(8.0, "um/min", "migration speed", ge=0, le=100, symbol="v_CTL", source="SCIENCE.md s4")
-    tumour_bias: float = P(
-        1.0,
+    chemotaxis_sensitivity: float = P(
+        20.0,
         "-",
-        "strength of the bias of each move toward the tumour (0 = unbiased random walk)",
+        "chemotactic sensitivity chi: a move to a neighbour weighs exp(chi (rho' - rho)), rho the chemokine "
+        "receptor occupancy c / (c + K_d) there and here (0 = unbiased random walk)",
         ge=0,
-        le=20,
-        symbol="beta",
-        source="choice: surrogate for a chemokine gradient",
+        le=1000,
+        symbol="chi_CTL",
+        source="calibrated (docs/model.md 7.6): recruits find a lesion a few hundred um away within days",
+    )
+    chemokine_receptor_kd_pM: float = P(
+        500.0,
+        "pM",
+        "dissociation constant of the chemokine receptor (CXCR3 for CXCL9/10) that senses the gradient",
+        gt=0,
+        symbol="K_d,CXCR3",
+        source="estimate: CXCL10 binds CXCR3 with nanomolar affinity (reported K_d about 0.1-5 nM)",
     )
     kill_prob: float = P(
         0.05,
@@ -132,14 +141,25 @@ class CTLParams(Group):
 
 class NKParams(Group):
     recruit_per_vessel_per_day: float = P(
-        0.005, "1/day", "NK entry rate per vessel site", ge=0, le=100, symbol="r_NK", source="calibrated"
+        0.005,
+        "1/day",
+        "NK entry rate per vessel site at saturating local chemokine",
+        ge=0,
+        le=100,
+        symbol="r_NK",
+        source="calibrated",
     )
     il2_recruit_boost: float = P(
         4.0, "-", "maximal extra fold-recruitment driven by plasma IL-2", ge=0, le=1000, source="estimate"
     )
     il2_recruit_half_pM: float = P(200.0, "pM", "plasma IL-2 giving half of the boost", gt=0, source="estimate")
     speed_um_per_min: float = P(8.0, "um/min", "migration speed", ge=0, le=100, source="estimate (as CTL)")
-    tumour_bias: float = P(1.0, "-", "bias of each move toward the tumour", ge=0, le=20, source="choice")
+    chemotaxis_sensitivity: float = P(
+        20.0, "-", "chemotactic sensitivity chi (as ctl.chemotaxis_sensitivity)", ge=0, le=1000, source="as CTL"
+    )
+    chemokine_receptor_kd_pM: float = P(
+        500.0, "pM", "dissociation constant of the chemokine receptor (CXCR3)", gt=0, source="as CTL"
+    )
     kill_prob: float = P(
         0.05,
         "-",
@@ -195,7 +215,23 @@ class LAKParams(Group):
     )
     max_kills: int = P(20, "kills", "kills after which a LAK cell stops killing", ge=1, le=10**6, source="estimate")
     speed_um_per_min: float = P(8.0, "um/min", "migration speed", ge=0, le=100, source="estimate")
-    tumour_bias: float = P(1.0, "-", "bias of each move toward the tumour", ge=0, le=20, source="choice")
+    chemotaxis_sensitivity: float = P(
+        20.0, "-", "chemotactic sensitivity chi (as ctl.chemotaxis_sensitivity)", ge=0, le=1000, source="as CTL"
+    )
+    chemokine_receptor_kd_pM: float = P(
+        500.0, "pM", "dissociation constant of the chemokine receptor (CXCR3)", gt=0, source="as CTL"
+    )
+    homing_fraction: float = P(
+        0.01,
+        "-",
+        "share of infused LAK cells that reach tumour deposits; a lesion receives this share in proportion to its "
+        "part of the body's tumour burden (patient.tumour_burden_cells)",
+        ge=0,
+        le=1,
+        symbol="f_home",
+        source="estimate: labelled LAK cells localise mostly to lung, liver and spleen; about 1% of the dose "
+        "reaches tumour",
+    )
     withdrawal_threshold_pM: float = P(
         100.0,
         "pM",

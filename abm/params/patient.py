@@ -63,3 +63,13 @@ class PatientParams(Group):
         symbol="S_DLT",
         source="calibrated: see docs/therapy.md",
     )
+    tumour_burden_cells: float = P(
+        1e10,
+        "cells",
+        "the patient's whole tumour burden: the simulated lesion's share of an infused cell product is its cell "
+        "count over this (docs/model.md, adoptive transfer)",
+        gt=0,
+        le=1e14,
+        symbol="N_body",
+        source="about 1e9-1e11 tumour cells in patients treated with LAK + IL-2 (Rosenberg 1987-1993)",
+    )

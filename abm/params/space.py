@@ -69,3 +69,17 @@ class VesselParams(Group):
     tumour_margin_um: float = P(
         0.0, "um", "vessels are placed at least this far outside the initial tumour", ge=0, le=1e5
     )
+    chemokine: str = P(
+        "cxcl10",
+        "-",
+        "the species that guides effector cells: they leave the blood where it is and move up its gradient "
+        "(a key of species; empty: no local signal, every vessel recruits alike and moves are unbiased)",
+    )
+    recruitment_half_pM: float = P(
+        100.0,
+        "pM",
+        "chemokine at a vessel site giving half-maximal extravasation there: entry rate x c / (c + K_rec)",
+        gt=0,
+        symbol="K_rec",
+        source="calibrated (docs/model.md 7.5): vessels beyond a few hundred um of the lesion admit next to none",
+    )

@@ -18,11 +18,13 @@ ConcUnit = Literal[tuple(CONC_UNITS_PER_MOLAR)]  # type: ignore[valid-type]
 
 
 class CellExchange(Group):
-    """How one cell type exchanges one species at its own site: saturable uptake and gated secretion.
+    """How one cell type exchanges one species at its own site: saturable uptake and gated, inducible secretion.
 
     Uptake is Michaelis-Menten, linearised at the current concentration c: a first-order rate
-    ``uptake_per_min / (1 + c / uptake_saturation)``. Secretion adds ``secretion_molecules_per_s`` molecules per
-    second to the cell's site while the gate ``secretes_when`` is open.
+    ``uptake_per_min / (1 + c / uptake_saturation)``. Secretion adds ``secretion_molecules_per_s +
+    induced_secretion_molecules_per_s I / (I + induction_half_conc)`` molecules per second to the cell's site while
+    the gate ``secretes_when`` is open, I the local level of the species ``induced_by`` (interferon inducing a
+    chemokine, say).
     """
 
     uptake_per_min: float = P(
@@ -34,7 +36,18 @@ class CellExchange(Group):
         "concentration at which uptake is half its first-order value (Michaelis-Menten K_m; large = first order)",
         gt=0,
     )
-    secretion_molecules_per_s: float = P(0.0, "molecules/s", "secretion rate while the gate is open", ge=0, le=1e6)
+    secretion_molecules_per_s: float = P(
+        0.0, "molecules/s", "basal secretion rate while the gate is open", ge=0, le=1e6
+    )
+    induced_secretion_molecules_per_s: float = P(
+        0.0,
+        "molecules/s",
+        "extra secretion at saturating inducer: + s_ind I / (I + K_ind), I the local level of induced_by",
+        ge=0,
+        le=1e6,
+    )
+    induced_by: str = P("", "-", "the species that induces the extra secretion (a key of species; empty: none)")
+    induction_half_conc: float = P(10.0, "inducer unit", "inducer level giving half the extra secretion (K_ind)", gt=0)
     secretes_when: Literal["always", "activated"] = P(
         "always",
         "-",
@@ -126,5 +139,29 @@ def default_species() -> dict[str, SpeciesParams]:
             decay_per_s=math.log(2) / (2 * 3600.0),
             vessel_permeability_per_min=0.5,
             description="cytotoxic small molecule (e.g. 5-FU); half-life 2 h",
+        ),
+        "cxcl10": SpeciesParams(
+            units="pM",
+            diffusion_um2_per_s=10.0,
+            decay_per_s=math.log(2) / 3600.0,
+            vessel_permeability_per_min=0.0,
+            description="CXCL10-like CXCR3 ligand (8.7 kDa), secreted by tumour cells (more under interferon), "
+            "taken up by the effector cells that carry CXCR3; guides them in (vessels.chemokine). Free CXCL10 "
+            "diffuses at about 100-150 um^2/s in water; binding to glycosaminoglycans slows it in tissue, here "
+            "10 um^2/s (estimate); half-life 1 h (estimate); plasma exchange not modelled (cleared by decay)",
+            cells={
+                "tumour": CellExchange(
+                    secretion_molecules_per_s=0.5,
+                    source="estimate: tumour and stromal cells release CXCL10 at ng/mL per 1e6 cells per day "
+                    "(0.1-1 molecule/s per cell), more under interferon (the induced term, 0 here; issue 13)",
+                ),
+                "ctl": CellExchange(
+                    uptake_per_min=0.1,
+                    uptake_saturation=1000.0,
+                    source="estimate: CXCR3 internalises its ligand (about 1e4 receptors)",
+                ),
+                "nk": CellExchange(uptake_per_min=0.1, uptake_saturation=1000.0, source="estimate (as CTL)"),
+                "lak": CellExchange(uptake_per_min=0.1, uptake_saturation=1000.0, source="estimate (as CTL)"),
+            },
         ),
     }
