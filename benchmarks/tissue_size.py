@@ -43,15 +43,19 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     rows = run_cases(cases, a.workers)
     wall = time.perf_counter() - t0
-    print(f"tissue-size check: {len(cases)} runs, seeds {seeds}, {days:g} days, {a.workers} workers, "
-          f"{wall / 60:.1f} min; {start} at start, {load_line()} at end")
+    print(
+        f"tissue-size check: {len(cases)} runs, seeds {seeds}, {days:g} days, {a.workers} workers, "
+        f"{wall / 60:.1f} min; {start} at start, {load_line()} at end"
+    )
     if a.sets:
         print(f"extra overrides: {' '.join(a.sets)}")
     ok = True
     for arm in ARMS:
         print(f"\n{arm}")
-        print(f"{'lattice':>9} {'mm':>4} {'relative AUC (95% CI)':>28} {'dev':>7} {'peak CTL (95% CI)':>24} {'dev':>7} "
-              f"{'recruited CTL':>14} {'best responses':>20}")
+        print(
+            f"{'lattice':>9} {'mm':>4} {'relative AUC (95% CI)':>28} {'dev':>7} {'peak CTL (95% CI)':>24} {'dev':>7} "
+            f"{'recruited CTL':>14} {'best responses':>20}"
+        )
         by = {n: [r for r in rows if r["label"] == f"{arm}@{n}"] for n in SIZES}
         ref_auc = mean_ci([r["auc_relative"] for r in by[200]])[0]
         ref_ctl = mean_ci([r["peak_ctl"] for r in by[200]])[0]
@@ -64,8 +68,10 @@ def main(argv: list[str] | None = None) -> int:
             d_ctl = ctl[0] / ref_ctl - 1 if ref_ctl else float("nan")
             ok &= abs(d_auc) <= AUC_TARGET and abs(d_ctl) <= CTL_TARGET
             resp = ",".join(r["best_response"] for r in rs)
-            print(f"{n:>5}^2 {n * 0.02:4.0f} {auc[0]:8.3f} [{auc[1]:7.3f}, {auc[2]:7.3f}] {d_auc:+7.1%} "
-                  f"{ctl[0]:7.1f} [{ctl[1]:6.1f}, {ctl[2]:6.1f}] {d_ctl:+7.1%} {rec:14.1f} {resp:>20}")
+            print(
+                f"{n:>5}^2 {n * 0.02:4.0f} {auc[0]:8.3f} [{auc[1]:7.3f}, {auc[2]:7.3f}] {d_auc:+7.1%} "
+                f"{ctl[0]:7.1f} [{ctl[1]:6.1f}, {ctl[2]:6.1f}] {d_ctl:+7.1%} {rec:14.1f} {resp:>20}"
+            )
     verdict = "met" if ok else "NOT met"
     print(f"\ntargets (AUC within {AUC_TARGET:.0%}, peak CTL within {CTL_TARGET:.0%} of the 200^2 value): {verdict}")
     return 0
