@@ -10,27 +10,32 @@ vessel permeability and ``C_p`` the plasma level. ``A`` is symmetric positive de
 eigenvalues ``>= min M >= 1``, so ``A^-1 >= 0`` entrywise and ``||x - x*||_2 <= ||b - A x||_2``.
 
 Solver: conjugate gradients preconditioned by one multigrid V-cycle (:func:`vcycle`), warm-started from ``c``, stopped
-when ``||b - A x||_2 <= rtol ||b||_2`` (the recursively updated residual). The hierarchy coarsens every axis by two
-(``n -> ceil(n/2)``) down to one site by aggregation: a coarse cell is the sum of its (up to 8) children, prolongation
-is piecewise constant and restriction its transpose (the sum). Coarse operators are Galerkin for the site term ``M``
-(children summed) and the aggregated face couplings halved (the usual scaling that makes piecewise-constant
-aggregation consistent with re-discretisation on the ``2h`` grid for a second-order operator; Braess 1995). The
-smoother is red–black Gauss–Seidel, ``sweeps`` sweeps before (red then black) and after (black then red, in reverse
-site order), so the V-cycle is a symmetric positive definite operator and CG applies.
+when ``||b - A x||_2 <= rtol ||b||_2`` (the recursively updated residual). The hierarchy coarsens every axis with more
+than one site by two (``n -> ceil(n/2)``) down to a single site: a coarse cell aggregates its (up to 8) children,
+prolongation is piecewise constant and restriction is its transpose (the sum over the children). The coarse site term
+is the sum of the children's ``M`` (Galerkin); the coarse face couplings are those of the finite-volume operator
+re-discretised on the coarse cells, ``r * (fine faces across a coarse face) / 2`` (piecewise-constant aggregation with
+Galerkin couplings would double them; the factor 1/2 is the usual correction, e.g. Braess 1995, Blaheta 1986), one
+scalar per level and axis. The smoother is red–black Gauss–Seidel, ``sweeps`` sweeps before the coarse correction
+(red then black) and after it (black then red, each in reverse order), so the V-cycle is a symmetric positive definite
+operator and CG applies (e.g. Tatebe 1993).
 
 Non-negativity and mass: after convergence negative entries (at most ``rtol ||b||_2`` in size, since the exact
-solution is ``>= 0``) are set to zero and the field is scaled by ``theta = sum(b) / sum(M x)``, which closes the
-discrete balance ``sum(x) + dt sum((k + U + m P) x) = sum(c) + dt sum(S + m P C_p)`` to round-off (the Laplacian
-sums to zero over the lattice). ``theta - 1`` is of the order of the solve tolerance.
+solution is ``>= 0``) are set to zero, and the field is scaled by ``theta = sum(b) / sum(M x)``, which closes the
+discrete balance ``sum(x) + dt sum((k + U + m P) x) = sum(c) + dt sum(S + m P C_p)`` to round-off (the Laplacian sums
+to zero over the lattice). ``theta - 1`` is of the order of the solve tolerance.
 
-Determinism: every pointwise update of the smoother reads neighbours of the other colour, or (odd periodic axes, where
-two neighbours share a colour) is done by the same task in a fixed order; dot products are summed over fixed blocks of
-``DOT_BLOCK`` sites and then over blocks in order. Nothing depends on the thread count, so results are bit-identical
-for any number of threads. Levels with fewer than ``PARALLEL_MIN_SITES`` sites run their loops on one thread (the
-same operations in the same order).
+Determinism: a level is cut into slabs (z planes in 3D, y rows in 2D); parallel loops run over slabs and every
+reduction adds per-slab partial sums in slab order. Each Gauss–Seidel update reads only neighbours of the other colour,
+except across an odd periodic axis, where two neighbours share a colour; there the two end slabs are one task (and
+the x and y ends lie in one slab), updated in a fixed order. Nothing depends on the thread count, so results are
+bit-identical for any number of threads. Levels with fewer than ``PARALLEL_MIN_SITES`` sites run on one thread.
 
 Layout: ``c`` rows are float64 ``(n_sites,)`` with site ``i = x + nx*(y + ny*z)``. Level ``l`` occupies
 ``[off[l], off[l+1])`` of the concatenated per-site arrays; level 0 is the lattice. Nothing is allocated per call.
+
+Numba note: writing through a named-tuple field inside ``prange`` (``wk.b[i] = ...``) is silently lost (seen with
+Numba 0.68), so parallel kernels bind the arrays they write to local names first.
 """
 
 from collections import namedtuple
@@ -40,18 +45,19 @@ import numpy as np
 
 from abm.kernels.config import JIT, PARALLEL
 
-DOT_BLOCK = 4096  # sites per partial sum of a dot product (fixed: independent of the thread count)
 PARALLEL_MIN_SITES = 16384  # levels smaller than this run on one thread
-COARSE_COUPLING_SCALE = 0.5  # aggregated face couplings are halved at each coarsening
 
-Levels = namedtuple("Levels", ["shape", "off", "w", "cdiag", "periodic"])
+Levels = namedtuple("Levels", ["shape", "off", "cpl", "frac", "cdiag", "periodic"])
 Levels.__doc__ = """The multigrid hierarchy of one lattice (shared by every coupled species).
 
 shape : int64 (n_levels, 3), (nx, ny, nz) per level; the last level is one site.
 off : int64 (n_levels + 1,), start of each level in the concatenated per-site arrays.
-w : float64 (3, n_total), face coupling from each site to its +x / +y / +z neighbour in units of ``r`` (level 0: 1,
-    or 0 at a no-flux end; coarse levels: halved sums of the fine faces they aggregate).
-cdiag : float64 (n_total,), the sum of the couplings of every face of a site (the diagonal of ``-L``).
+cpl : float64 (n_levels, 3), face coupling along x, y, z between full coarse cells, in units of ``r`` (1 on level 0;
+    0 for an axis of one site).
+frac : float64 (n_levels, 3, n_max), per level and axis, the size of each coarse cell along that axis as a fraction of
+    a full one (1 except for the last cell of an odd axis). A face normal to x between cells (i, j, k) and (i+1, j, k)
+    couples ``cpl_x frac_y[j] frac_z[k]`` (and so on): the aggregated fine faces across it, halved per level.
+cdiag : float64 (n_total,), sum of the couplings of the faces of each site (the diagonal of ``-L``, units of ``r``).
 periodic : int64, 1 if every axis is periodic.
 """
 
@@ -61,7 +67,7 @@ Work.__doc__ = """Scratch of one coupled species, allocated once.
 b, r, z, p, q : float64 (n_sites,), right-hand side, residual, preconditioned residual, search direction, A p.
 mass, diag, invd : float64 (n_total,), site term M, diagonal of A and its inverse, on every level.
 xc, bc : float64 (n_total - n_sites,), correction and right-hand side on the coarse levels.
-partial : float64 (n_blocks,), per-block partial sums of dot products.
+partial : float64 (n_slabs,), per-slab partial sums of the level-0 reductions.
 """
 
 Control = namedtuple("Control", ["rtol", "max_iterations", "sweeps"])
@@ -70,94 +76,77 @@ Control.__doc__ = """rtol : float, relative residual target; max_iterations : in
 SiteTerms = namedtuple("SiteTerms", ["uptake", "source", "vmask"])
 SiteTerms.__doc__ = """uptake, source : float32 (n_species, n_sites), 1/min and conc/min; vmask : uint8 (n_sites,)."""
 
-# coefficient columns of the per-species ``coef`` row
+# columns of the per-species coefficient row
 C_DT, C_R, C_DECAY, C_PERM, C_PERM_PLASMA = range(5)
 
 
 # ----------------------------------------------------------------------------------------------- building (numpy)
 
 
-def _level_shapes(shape: tuple[int, int, int]) -> list[tuple[int, int, int]]:
-    shapes = [tuple(int(v) for v in shape)]
-    while np.prod(shapes[-1]) > 1:
-        shapes.append(tuple((n + 1) // 2 for n in shapes[-1]))
-    return shapes
-
-
-def _cdiag(w3: np.ndarray, shape: tuple[int, int, int], periodic: bool) -> np.ndarray:
-    """Sum of the couplings of both faces of every site along every axis with more than one site."""
-    nx, ny, nz = shape
-    out = np.zeros((nz, ny, nx))
-    for a, n in enumerate(shape):
-        if n == 1:
-            continue
-        wa = w3[a].reshape(nz, ny, nx)
-        ax = 2 - a  # numpy axis of lattice axis a in (z, y, x) order
-        left = np.roll(wa, 1, axis=ax)  # the face between i-1 and i; at index 0 the wrap face (stored at n-1)
-        if not periodic:
-            idx = [slice(None)] * 3
-            idx[ax] = 0
-            left[tuple(idx)] = 0.0
-        out += wa + left
-    return out.ravel()
+def _faces(n: int, periodic: bool) -> np.ndarray:
+    """Faces of each site along an axis of n sites (a periodic axis of 2 has two faces, both to the other site)."""
+    if n == 1:
+        return np.zeros(1)
+    f = np.full(n, 2.0)
+    if not periodic:
+        f[0] = f[-1] = 1.0
+    return f
 
 
 def build_levels(shape: tuple[int, int, int], periodic: bool) -> Levels:
-    """The aggregation hierarchy of a lattice: shapes, offsets, unit face couplings and their diagonal sums."""
-    shapes = _level_shapes(shape)
+    """The aggregation hierarchy of a lattice: shapes, offsets, coupling factors and diagonal sums per level."""
+    shapes = [tuple(int(v) for v in shape)]
+    while np.prod(shapes[-1]) > 1:
+        shapes.append(tuple((n + 1) // 2 for n in shapes[-1]))
     sizes = [int(np.prod(s)) for s in shapes]
     off = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    w = np.zeros((3, int(off[-1])))
-    cdiag = np.zeros(int(off[-1]))
-    prev = None
-    for lvl, sh in enumerate(shapes):
-        nx, ny, nz = sh
-        w3 = np.zeros((3, nz, ny, nx))
-        for a, n in enumerate(sh):
-            if n == 1:
-                continue
-            ax = 2 - a
-            if lvl == 0:
-                wa = np.ones((nz, ny, nx))
-                if not periodic:
-                    idx = [slice(None)] * 3
-                    idx[ax] = n - 1
-                    wa[tuple(idx)] = 0.0
-            else:
-                fine_shape = shapes[lvl - 1]
-                fw = prev[a]  # (nz, ny, nx) of the fine level
-                nf = fine_shape[a]
-                last = np.minimum(2 * np.arange(n) + 1, nf - 1)  # the last fine child of each coarse cell along a
-                wa = np.take(fw, last, axis=ax)
-                for b_ in range(3):  # sum the children across the face (the other axes)
-                    if b_ == a:
-                        continue
-                    bx = 2 - b_
-                    wa = np.add.reduceat(wa, np.arange(0, fine_shape[b_], 2), axis=bx)
-                wa = wa * COARSE_COUPLING_SCALE
-            w3[a] = wa
-        o = int(off[lvl])
+    cpl = np.zeros((len(shapes), 3))
+    cpl[0] = [1.0 if n > 1 else 0.0 for n in shapes[0]]
+    for lvl in range(1, len(shapes)):
+        fine, coarse = shapes[lvl - 1], shapes[lvl]
         for a in range(3):
-            w[a, o : o + sizes[lvl]] = w3[a].ravel()
-        cdiag[o : o + sizes[lvl]] = _cdiag(w[:, o : o + sizes[lvl]], sh, periodic)
-        prev = w3
-    return Levels(np.array(shapes, dtype=np.int64), off, w, cdiag, np.int64(1 if periodic else 0))
+            if coarse[a] == 1:
+                continue
+            grown = sum(1 for b in range(3) if b != a and fine[b] > 1)  # cross-section axes that aggregate pairs
+            cpl[lvl, a] = cpl[lvl - 1, a] * 0.5 * 2.0**grown
+    n_max = max(shapes[0])
+    frac = np.zeros((len(shapes), 3, n_max))
+    counts = [np.ones(n) for n in shapes[0]]  # level-0 sites per cell along each axis
+    full = [1.0, 1.0, 1.0]
+    for lvl, sh in enumerate(shapes):
+        if lvl > 0:
+            for a in range(3):
+                if shapes[lvl - 1][a] > 1:
+                    counts[a] = np.add.reduceat(counts[a], np.arange(0, shapes[lvl - 1][a], 2))
+                    full[a] *= 2.0
+        for a in range(3):
+            frac[lvl, a, : sh[a]] = counts[a] / full[a]
+    cdiag = np.zeros(int(off[-1]))
+    for lvl, (nx, ny, nz) in enumerate(shapes):
+        fx, fy, fz = (_faces(n, periodic) for n in (nx, ny, nz))
+        ax = frac[lvl, 0, :nx][None, None, :]
+        ay = frac[lvl, 1, :ny][None, :, None]
+        az = frac[lvl, 2, :nz][:, None, None]
+        d = (
+            cpl[lvl, 0] * fx[None, None, :] * ay * az
+            + cpl[lvl, 1] * fy[None, :, None] * ax * az
+            + cpl[lvl, 2] * fz[:, None, None] * ax * ay
+        )
+        cdiag[off[lvl] : off[lvl + 1]] = d.ravel()
+    return Levels(np.array(shapes, dtype=np.int64), off, cpl, frac, cdiag, np.int64(1 if periodic else 0))
 
 
 def make_work(levels: Levels) -> Work:
+    """Scratch for one species (allocated once, by the caller's constructor)."""
     n0 = int(levels.off[1])
     nt = int(levels.off[-1])
     nx, ny, nz = (int(v) for v in levels.shape[0])
-    nb = nz if nz > 1 else ny  # one partial sum per slab of level 0
+    n_slabs = nz if nz > 1 else ny
     vec = [np.zeros(n0) for _ in range(5)]
-    return Work(*vec, np.zeros(nt), np.zeros(nt), np.zeros(nt), np.zeros(nt - n0), np.zeros(nt - n0), np.zeros(nb))
+    return Work(*vec, np.zeros(nt), np.zeros(nt), np.zeros(nt), np.zeros(nt - n0), np.zeros(nt - n0), np.zeros(n_slabs))
 
 
 # ----------------------------------------------------------------------------------------------- row helpers
-#
-# A level is cut into slabs: z planes in 3D, y rows otherwise (a 1-D lattice is one slab). Every parallel loop runs
-# over slabs (or coarse slabs), and every reduction is a sum of per-slab partial sums taken in slab order, so the
-# partition, and hence every result, is a function of the lattice shape only.
 
 
 @numba.njit(**JIT, inline="always")
@@ -174,68 +163,59 @@ def _slab_rows(sl, ny, nz):
 
 
 @numba.njit(**JIT, inline="always")
-def _row(y, z, nx, ny, nz, per):
-    """Row (y, z): (base, ym, yp, zm, zp, fym, fyp, fzm, fzp) with the start of the row, of its -y/+y/-z/+z
-    neighbour rows, and 0/1 factors saying whether each exists (a missing one points at the row itself)."""
+def _row(y, z, nx, ny, nz, per, cw, fr):
+    """Row (y, z): (base, ym, yp, zm, zp, gx, gym, gyp, gzm, gzp): the start of the row and of its -y, +y, -z, +z
+    neighbour rows, the x coupling along the row and the y, z couplings (to be multiplied by ``fr[0, x]``), 0 where a
+    neighbour does not exist (the row then points at itself). ``cw`` = couplings (x, y, z) times r, ``fr`` = frac."""
     sy = nx
     sz = nx * ny
     base = nx * (y + ny * z)
+    ay = fr[1, y]
+    az = fr[2, z]
+    gx = cw[0] * ay * az
+    cy = cw[1] * az
+    cz = cw[2] * ay
     ym = yp = zm = zp = base
-    fym = fyp = fzm = fzp = 0.0
+    gym = gyp = gzm = gzp = 0.0
     if ny > 1:
         if y > 0:
-            ym, fym = base - sy, 1.0
+            ym, gym = base - sy, cy
         elif per:
-            ym, fym = base + (ny - 1) * sy, 1.0
+            ym, gym = base + (ny - 1) * sy, cy
         if y < ny - 1:
-            yp, fyp = base + sy, 1.0
+            yp, gyp = base + sy, cy
         elif per:
-            yp, fyp = base - (ny - 1) * sy, 1.0
+            yp, gyp = base - (ny - 1) * sy, cy
     if nz > 1:
         if z > 0:
-            zm, fzm = base - sz, 1.0
+            zm, gzm = base - sz, cz
         elif per:
-            zm, fzm = base + (nz - 1) * sz, 1.0
+            zm, gzm = base + (nz - 1) * sz, cz
         if z < nz - 1:
-            zp, fzp = base + sz, 1.0
+            zp, gzp = base + sz, cz
         elif per:
-            zp, fzp = base - (nz - 1) * sz, 1.0
-    return base, ym, yp, zm, zp, fym, fyp, fzm, fzp
+            zp, gzp = base - (nz - 1) * sz, cz
+    return base, ym, yp, zm, zp, gx, gym, gyp, gzm, gzp
 
 
 @numba.njit(**JIT, inline="always")
-def _nb_yz(v, w1, w2, uni, x, rw):
-    """The y and z part of sum_faces w v_nb at column x of row ``rw`` (see :func:`_row`)."""
-    base, ym, yp, zm, zp, fym, fyp, fzm, fzp = rw
-    i = base + x
-    if uni:
-        return fym * v[ym + x] + fyp * v[yp + x] + fzm * v[zm + x] + fzp * v[zp + x]
-    return (
-        fym * w1[ym + x] * v[ym + x] + fyp * w1[i] * v[yp + x] + fzm * w2[zm + x] * v[zm + x] + fzp * w2[i] * v[zp + x]
-    )
-
-
-@numba.njit(**JIT, inline="always")
-def _nb(v, w0, w1, w2, uni, x, nx, per, rw):
-    """sum over the faces of site (x, row) of coupling * neighbour value (couplings 1 if ``uni``)."""
-    base = rw[0]
-    i = base + x
-    s = _nb_yz(v, w1, w2, uni, x, rw)
-    if 0 < x < nx - 1:
-        if uni:
-            return s + v[i - 1] + v[i + 1]
-        return s + w0[i - 1] * v[i - 1] + w0[i] * v[i + 1]
+def _nb_end(v, fx, rw, x, nx, per):
+    """sum of coupling * neighbour value at an end column x (0 or nx - 1) of row ``rw``; ``fx`` = frac[0]."""
+    base, ym, yp, zm, zp, cx, gym, gyp, gzm, gzp = rw
+    s = fx[x] * (gym * v[ym + x] + gyp * v[yp + x] + gzm * v[zm + x] + gzp * v[zp + x])
     if nx == 1:
         return s
+    i = base + x
+    t = 0.0
     if x > 0:
-        s += v[i - 1] if uni else w0[i - 1] * v[i - 1]
+        t += v[i - 1]
     elif per:
-        s += v[base + nx - 1] if uni else w0[base + nx - 1] * v[base + nx - 1]
+        t += v[base + nx - 1]
     if x < nx - 1:
-        s += v[i + 1] if uni else w0[i] * v[i + 1]
+        t += v[i + 1]
     elif per:
-        s += v[base] if uni else w0[i] * v[base]
-    return s
+        t += v[base]
+    return s + cx * t
 
 
 @numba.njit(**JIT, inline="always")
@@ -263,26 +243,79 @@ def _sum_partials(partial, n):
     return s
 
 
-# ----------------------------------------------------------------------------------------------- smoother tasks
-
-
 @numba.njit(**JIT)
+def _odd_periodic(shape, per):
+    """True if some periodic axis has an odd number (>= 3) of sites, so that neighbours can share a colour."""
+    if per == 0:
+        return False
+    for a in range(3):
+        if shape[a] >= 3 and shape[a] % 2 == 1:
+            return True
+    return False
+
+
+# ----------------------------------------------------------------------------------------------- smoother
+#
+# A level is described to the kernels by ``grid = (shape, per, cw, fr)``: its (nx, ny, nz), the periodic flag, the
+# couplings (x, y, z) times r between full cells, and its ``frac`` table (see :class:`Levels`).
+
+
+@numba.njit(**JIT, inline="always")
+def _relax_row(arrs, fx, rw, nx, per, start, rev):
+    """Gauss–Seidel update ``x_i = (b_i + sum g x_nb) / A_ii`` (``arrs = (x, b, invd)``) of columns start,
+    start + 2, ... of one row, descending if ``rev``; the end columns go through :func:`_nb_end`, the interior
+    through one explicit loop."""
+    if start > nx - 1:
+        return
+    x, b, invd = arrs
+    base, ym, yp, zm, zp, cx, gym, gyp, gzm, gzp = rw
+    last = start + 2 * ((nx - 1 - start) // 2)
+    lo = start if start > 0 else 2
+    hi = last if last < nx - 1 else last - 2
+    first_end = start == 0
+    last_end = last == nx - 1 and nx > 1
+    if first_end and not rev:
+        x[base] = (b[base] + _nb_end(x, fx, rw, 0, nx, per)) * invd[base]
+    if last_end and rev:
+        i = base + nx - 1
+        x[i] = (b[i] + _nb_end(x, fx, rw, nx - 1, nx, per)) * invd[i]
+    if hi >= lo:
+        cnt = (hi - lo) // 2 + 1
+        if rev:
+            for j in range(cnt):
+                xx = hi - 2 * j
+                i = base + xx
+                s = gym * x[ym + xx] + gyp * x[yp + xx] + gzm * x[zm + xx] + gzp * x[zp + xx]
+                x[i] = (b[i] + cx * (x[i - 1] + x[i + 1]) + fx[xx] * s) * invd[i]
+        else:
+            for j in range(cnt):
+                xx = lo + 2 * j
+                i = base + xx
+                s = gym * x[ym + xx] + gyp * x[yp + xx] + gzm * x[zm + xx] + gzp * x[zp + xx]
+                x[i] = (b[i] + cx * (x[i - 1] + x[i + 1]) + fx[xx] * s) * invd[i]
+    if last_end and not rev:
+        i = base + nx - 1
+        x[i] = (b[i] + _nb_end(x, fx, rw, nx - 1, nx, per)) * invd[i]
+    if first_end and rev:
+        x[base] = (b[base] + _nb_end(x, fx, rw, 0, nx, per)) * invd[base]
+
+
+@numba.njit(**JIT, inline="always")
 def _relax_tasks(nx, ny, nz, per):
-    """(n_slabs, n_tasks): an odd periodic slab axis pairs its first and last slab in task 0, because there they
-    are neighbours of the same colour and must be updated in a fixed order."""
+    """(n_slabs, n_tasks): an odd periodic slab axis pairs its first and last slab in task 0."""
     ns = _n_slabs(nx, ny, nz)
     pair = per != 0 and ns >= 3 and ns % 2 == 1
     return ns, ns - 1 if pair else ns
 
 
 @numba.njit(**JIT)
-def _relax_task(t, x, b, invd, w3, rs, shape, per, colour, rev, uni):
-    """Gauss–Seidel update of the sites of one colour in the slab(s) of task t: ``x_i = (b_i + rs sum w x_nb) / A_ii``.
-
-    Forward order is ascending z, y, x; ``rev`` reverses it (including the two slabs of a paired task 0)."""
+def _relax_task(t, grid, arrs, colour, rev):
+    """Gauss–Seidel half-sweep (one colour) over the slab(s) of task t; forward order is ascending z, y, x and
+    ``rev`` reverses it, including the two slabs of a paired task 0."""
     t = np.int64(t)
+    shape, per, cw, fr = grid
     nx, ny, nz = shape[0], shape[1], shape[2]
-    w0, w1, w2 = w3
+    fx = fr[0]
     ns, nt = _relax_tasks(nx, ny, nz, per)
     for k in range(2):
         if k == 1 and (nt == ns or t != 0):
@@ -291,146 +324,154 @@ def _relax_task(t, x, b, invd, w3, rs, shape, per, colour, rev, uni):
         if nt != ns and t == 0:
             sl = (ns - 1 if k == 0 else 0) if rev else (0 if k == 0 else ns - 1)
         z0, z1, y0, y1 = _slab_rows(sl, ny, nz)
-        for zz in range(z0, z1):
+        for jz in range(z1 - z0):
+            zz = z1 - 1 - jz if rev else z0 + jz
             for jy in range(y1 - y0):
                 yy = y1 - 1 - jy if rev else y0 + jy
-                rw = _row(yy, zz, nx, ny, nz, per)
-                _relax_row(x, b, invd, w0, w1, w2, rs, rw, nx, per, (colour + yy + zz) & 1, rev, uni)
-
-
-@numba.njit(**JIT, inline="always")
-def _relax_row(x, b, invd, w0, w1, w2, rs, rw, nx, per, start, rev, uni):
-    """Gauss–Seidel update of x = start, start + 2, ... of one row (descending if ``rev``): the ends go through
-    :func:`_nb`, the interior through explicit loops."""
-    base, ym, yp, zm, zp, fym, fyp, fzm, fzp = rw
-    last = start + 2 * ((nx - 1 - start) // 2)  # the last column of this colour
-    if start > nx - 1:
-        return
-    lo = start if start > 0 else start + 2  # interior columns lo, lo + 2, ..., hi
-    hi = last if last < nx - 1 else last - 2
-    if not rev and start == 0:
-        x[base] = (b[base] + rs * _nb(x, w0, w1, w2, uni, 0, nx, per, rw)) * invd[base]
-    if rev and last == nx - 1 and nx > 1:
-        i = base + nx - 1
-        x[i] = (b[i] + rs * _nb(x, w0, w1, w2, uni, nx - 1, nx, per, rw)) * invd[i]
-    if hi >= lo:
-        cnt = (hi - lo) // 2 + 1
-        if uni:
-            for j in range(cnt):
-                xx = hi - 2 * j if rev else lo + 2 * j
-                i = base + xx
-                s = x[i - 1] + x[i + 1] + fym * x[ym + xx] + fyp * x[yp + xx] + fzm * x[zm + xx] + fzp * x[zp + xx]
-                x[i] = (b[i] + rs * s) * invd[i]
-        else:
-            for j in range(cnt):
-                xx = hi - 2 * j if rev else lo + 2 * j
-                i = base + xx
-                s = (
-                    w0[i - 1] * x[i - 1]
-                    + w0[i] * x[i + 1]
-                    + fym * w1[ym + xx] * x[ym + xx]
-                    + fyp * w1[i] * x[yp + xx]
-                    + fzm * w2[zm + xx] * x[zm + xx]
-                    + fzp * w2[i] * x[zp + xx]
-                )
-                x[i] = (b[i] + rs * s) * invd[i]
-    if not rev and last == nx - 1 and nx > 1:
-        i = base + nx - 1
-        x[i] = (b[i] + rs * _nb(x, w0, w1, w2, uni, nx - 1, nx, per, rw)) * invd[i]
-    if rev and start == 0:
-        x[base] = (b[base] + rs * _nb(x, w0, w1, w2, uni, 0, nx, per, rw)) * invd[base]
+                rw = _row(yy, zz, nx, ny, nz, per, cw, fr)
+                _relax_row(arrs, fx, rw, nx, per, (colour + yy + zz) & 1, rev)
 
 
 @numba.njit(**PARALLEL)
-def _relax_par(x, b, invd, w3, rs, shape, per, colour, rev, uni):
+def _relax_par(grid, arrs, colour, rev):
+    # Only arrays and scalars may cross into a prange body (Numba passes them to a gufunc): unpack, re-pack inside.
+    shape, per, cw, fr = grid
+    cx, cy, cz = cw
+    x, b, invd = arrs
     ns, nt = _relax_tasks(shape[0], shape[1], shape[2], per)
     for t in numba.prange(nt):
-        _relax_task(t, x, b, invd, w3, rs, shape, per, colour, rev, uni)
+        _relax_task(t, (shape, per, (cx, cy, cz), fr), (x, b, invd), colour, rev)
 
 
 @numba.njit(**JIT)
-def _relax_ser(x, b, invd, w3, rs, shape, per, colour, rev, uni):
-    ns, nt = _relax_tasks(shape[0], shape[1], shape[2], per)
+def _relax_ser(grid, arrs, colour, rev):
+    shape = grid[0]
+    ns, nt = _relax_tasks(shape[0], shape[1], shape[2], grid[1])
     for t in range(nt):
-        _relax_task(t, x, b, invd, w3, rs, shape, per, colour, rev, uni)
+        _relax_task(t, grid, arrs, colour, rev)
 
 
 @numba.njit(**JIT)
-def _restrict_task(cs, fx, fb, fdiag, w3, rs, fshape, cshape, per, uni, only, out):
-    """Coarse slab ``cs``: out[I] = sum over the children i of I of the residual (b - A x)_i.
+def _first_red_task(sl, shape, arrs):
+    """The first (red) half-sweep from x = 0: x = b / A_ii on red sites, 0 on black ones (no neighbour is read)."""
+    sl = np.int64(sl)
+    x, b, invd = arrs
+    nx, ny, nz = shape[0], shape[1], shape[2]
+    z0, z1, y0, y1 = _slab_rows(sl, ny, nz)
+    for zz in range(z0, z1):
+        for yy in range(y0, y1):
+            base = nx * (yy + ny * zz)
+            for xx in range(nx):
+                x[base + xx] = 0.0
+            for xx in range((yy + zz) & 1, nx, 2):
+                i = base + xx
+                x[i] = b[i] * invd[i]
 
-    ``only`` >= 0 sums the children of that colour only: after a Gauss–Seidel half-sweep of the other colour its
-    residual is zero (exact arithmetic), so those children add nothing."""
-    cs = np.int64(cs)
-    nx, ny, nz = fshape[0], fshape[1], fshape[2]
-    cx, cy = cshape[0], cshape[1]
-    w0, w1, w2 = w3
-    kz0, kz1, ky0, ky1 = _slab_rows(cs, cy, cshape[2])
-    for kz in range(kz0, kz1):
-        for ky in range(ky0, ky1):
-            cb = cx * (ky + cy * kz)
-            for kx in range(cx):
-                out[cb + kx] = 0.0
-            for zz in range(2 * kz, min(2 * kz + 2, nz)):
-                for yy in range(2 * ky, min(2 * ky + 2, ny)):
-                    rw = _row(yy, zz, nx, ny, nz, per)
-                    if only < 0:
-                        _resid_row_add(fx, fb, fdiag, w0, w1, w2, rs, rw, nx, per, 0, 1, uni, out, cb)
-                    else:
-                        st = (only + yy + zz) & 1
-                        _resid_row_add(fx, fb, fdiag, w0, w1, w2, rs, rw, nx, per, st, 2, uni, out, cb)
+
+@numba.njit(**PARALLEL)
+def _first_red_par(shape, arrs):
+    x, b, invd = arrs
+    for sl in numba.prange(_n_slabs(shape[0], shape[1], shape[2])):
+        _first_red_task(sl, shape, (x, b, invd))
+
+
+@numba.njit(**JIT)
+def _first_red_ser(shape, arrs):
+    for sl in range(_n_slabs(shape[0], shape[1], shape[2])):
+        _first_red_task(sl, shape, arrs)
+
+
+@numba.njit(**JIT)
+def _smooth(grid, arrs, par, sweeps, rev, from_zero):
+    """``sweeps`` red–black sweeps; forward: red then black; ``rev``: black then red, each in reverse order.
+    ``from_zero``: x is taken as 0 on entry (the first red half-sweep then reads no neighbours)."""
+    shape, per = grid[0], grid[1]
+    for sw in range(sweeps):
+        for k in range(2):
+            colour = (1 - k) if rev else k
+            if sw == 0 and k == 0 and from_zero:
+                if _odd_periodic(shape, per):
+                    arrs[0][:] = 0.0  # same-colour neighbours: the half-sweep reads updated values, do it in full
+                elif par:
+                    _first_red_par(shape, arrs)
+                    continue
+                else:
+                    _first_red_ser(shape, arrs)
+                    continue
+            if par:
+                _relax_par(grid, arrs, colour, rev)
+            else:
+                _relax_ser(grid, arrs, colour, rev)
+
+
+# ----------------------------------------------------------------------------------------------- grid transfers
 
 
 @numba.njit(**JIT, inline="always")
-def _resid_row_add(fx, fb, fdiag, w0, w1, w2, rs, rw, nx, per, start, step, uni, out, cb):
-    """out[cb + x // 2] += (b - A x)_x for x = start, start + step, ... of one fine row."""
-    base, ym, yp, zm, zp, fym, fyp, fzm, fzp = rw
+def _resid_row_add(arrs, fxr, rw, nx, per, start, step, dst):
+    """out[cb + x // 2] += (b - A x)_x for x = start, start + step, ... of one fine row; ``arrs = (x, b, diag)``,
+    ``dst = (out, cb)``."""
     if start > nx - 1:
         return
+    fx, fb, fdiag = arrs
+    out, cb = dst
+    base, ym, yp, zm, zp, cx, gym, gyp, gzm, gzp = rw
     if start == 0:
-        out[cb] += fb[base] - fdiag[base] * fx[base] + rs * _nb(fx, w0, w1, w2, uni, 0, nx, per, rw)
+        out[cb] += fb[base] - fdiag[base] * fx[base] + _nb_end(fx, fxr, rw, 0, nx, per)
     lo = start if start > 0 else step
     last = start + step * ((nx - 1 - start) // step)
     hi = last if last < nx - 1 else last - step
     if hi >= lo:
         cnt = (hi - lo) // step + 1
-        if uni:
-            for j in range(cnt):
-                xx = lo + step * j
-                i = base + xx
-                s = fx[i - 1] + fx[i + 1] + fym * fx[ym + xx] + fyp * fx[yp + xx]
-                s += fzm * fx[zm + xx] + fzp * fx[zp + xx]
-                out[cb + xx // 2] += fb[i] - fdiag[i] * fx[i] + rs * s
-        else:
-            for j in range(cnt):
-                xx = lo + step * j
-                i = base + xx
-                s = (
-                    w0[i - 1] * fx[i - 1]
-                    + w0[i] * fx[i + 1]
-                    + fym * w1[ym + xx] * fx[ym + xx]
-                    + fyp * w1[i] * fx[yp + xx]
-                    + fzm * w2[zm + xx] * fx[zm + xx]
-                    + fzp * w2[i] * fx[zp + xx]
-                )
-                out[cb + xx // 2] += fb[i] - fdiag[i] * fx[i] + rs * s
+        for j in range(cnt):
+            xx = lo + step * j
+            i = base + xx
+            s = gym * fx[ym + xx] + gyp * fx[yp + xx] + gzm * fx[zm + xx] + gzp * fx[zp + xx]
+            out[cb + xx // 2] += fb[i] - fdiag[i] * fx[i] + cx * (fx[i - 1] + fx[i + 1]) + fxr[xx] * s
     if last == nx - 1 and nx > 1:
         i = base + nx - 1
-        out[cb + (nx - 1) // 2] += fb[i] - fdiag[i] * fx[i] + rs * _nb(fx, w0, w1, w2, uni, nx - 1, nx, per, rw)
-
-
-@numba.njit(**PARALLEL)
-def _restrict_par(fx, fb, fdiag, w3, rs, fshape, cshape, per, uni, only, out):
-    n = _n_slabs(cshape[0], cshape[1], cshape[2])
-    for cs in numba.prange(n):
-        _restrict_task(cs, fx, fb, fdiag, w3, rs, fshape, cshape, per, uni, only, out)
+        out[cb + (nx - 1) // 2] += fb[i] - fdiag[i] * fx[i] + _nb_end(fx, fxr, rw, nx - 1, nx, per)
 
 
 @numba.njit(**JIT)
-def _restrict_ser(fx, fb, fdiag, w3, rs, fshape, cshape, per, uni, only, out):
-    n = _n_slabs(cshape[0], cshape[1], cshape[2])
-    for cs in range(n):
-        _restrict_task(cs, fx, fb, fdiag, w3, rs, fshape, cshape, per, uni, only, out)
+def _restrict_task(cs, grid, cshape, arrs, only, out):
+    """Coarse slab ``cs``: out[I] = sum over the children i of I of the residual (b - A x)_i (``arrs = (x, b,
+    diag)`` of the fine level), children in ascending (z, y, x) order. ``only`` >= 0 adds the children of that colour
+    only: right after a Gauss–Seidel half-sweep of the other colour the residual there is zero (in exact arithmetic),
+    so those children add nothing."""
+    cs = np.int64(cs)
+    shape, per, cw, fr = grid
+    nx, ny, nz = shape[0], shape[1], shape[2]
+    cxn, cyn = cshape[0], cshape[1]
+    fxr = fr[0]
+    kz0, kz1, ky0, ky1 = _slab_rows(cs, cyn, cshape[2])
+    for kz in range(kz0, kz1):
+        for ky in range(ky0, ky1):
+            cb = cxn * (ky + cyn * kz)
+            for kx in range(cxn):
+                out[cb + kx] = 0.0
+            for zz in range(2 * kz, min(2 * kz + 2, nz)):
+                for yy in range(2 * ky, min(2 * ky + 2, ny)):
+                    rw = _row(yy, zz, nx, ny, nz, per, cw, fr)
+                    if only < 0:
+                        _resid_row_add(arrs, fxr, rw, nx, per, 0, 1, (out, cb))
+                    else:
+                        _resid_row_add(arrs, fxr, rw, nx, per, (only + yy + zz) & 1, 2, (out, cb))
+
+
+@numba.njit(**PARALLEL)
+def _restrict_par(grid, cshape, arrs, only, out):
+    shape, per, cw, fr = grid
+    cx, cy, cz = cw
+    x, b, diag = arrs
+    for cs in numba.prange(_n_slabs(cshape[0], cshape[1], cshape[2])):
+        _restrict_task(cs, (shape, per, (cx, cy, cz), fr), cshape, (x, b, diag), only, out)
+
+
+@numba.njit(**JIT)
+def _restrict_ser(grid, cshape, arrs, only, out):
+    for cs in range(_n_slabs(cshape[0], cshape[1], cshape[2])):
+        _restrict_task(cs, grid, cshape, arrs, only, out)
 
 
 @numba.njit(**JIT)
@@ -438,11 +479,11 @@ def _prolong_task(cs, fx, cxv, fshape, cshape):
     """x_fine[i] += x_coarse[parent(i)] for the fine sites whose parents lie in coarse slab ``cs``."""
     cs = np.int64(cs)
     nx, ny, nz = fshape[0], fshape[1], fshape[2]
-    cx, cy = cshape[0], cshape[1]
-    kz0, kz1, ky0, ky1 = _slab_rows(cs, cy, cshape[2])
+    cxn, cyn = cshape[0], cshape[1]
+    kz0, kz1, ky0, ky1 = _slab_rows(cs, cyn, cshape[2])
     for kz in range(kz0, kz1):
         for ky in range(ky0, ky1):
-            cb = cx * (ky + cy * kz)
+            cb = cxn * (ky + cyn * kz)
             for zz in range(2 * kz, min(2 * kz + 2, nz)):
                 for yy in range(2 * ky, min(2 * ky + 2, ny)):
                     base = nx * (yy + ny * zz)
@@ -452,49 +493,64 @@ def _prolong_task(cs, fx, cxv, fshape, cshape):
 
 @numba.njit(**PARALLEL)
 def _prolong_par(fx, cxv, fshape, cshape):
-    n = _n_slabs(cshape[0], cshape[1], cshape[2])
-    for cs in numba.prange(n):
+    for cs in numba.prange(_n_slabs(cshape[0], cshape[1], cshape[2])):
         _prolong_task(cs, fx, cxv, fshape, cshape)
 
 
 @numba.njit(**JIT)
 def _prolong_ser(fx, cxv, fshape, cshape):
-    n = _n_slabs(cshape[0], cshape[1], cshape[2])
-    for cs in range(n):
+    for cs in range(_n_slabs(cshape[0], cshape[1], cshape[2])):
         _prolong_task(cs, fx, cxv, fshape, cshape)
+
+
+@numba.njit(**JIT)
+def _mass_task(cs, fm, fshape, cshape, cm):
+    """cm[I] = sum of fm over the children of I, for the coarse cells of coarse slab ``cs``."""
+    cs = np.int64(cs)
+    nx, ny, nz = fshape[0], fshape[1], fshape[2]
+    cxn, cyn = cshape[0], cshape[1]
+    kz0, kz1, ky0, ky1 = _slab_rows(cs, cyn, cshape[2])
+    for kz in range(kz0, kz1):
+        for ky in range(ky0, ky1):
+            cb = cxn * (ky + cyn * kz)
+            for kx in range(cxn):
+                cm[cb + kx] = 0.0
+            for zz in range(2 * kz, min(2 * kz + 2, nz)):
+                for yy in range(2 * ky, min(2 * ky + 2, ny)):
+                    base = nx * (yy + ny * zz)
+                    for xx in range(nx):
+                        cm[cb + xx // 2] += fm[base + xx]
+
+
+@numba.njit(**PARALLEL)
+def _mass_par(fm, fshape, cshape, cm):
+    for cs in numba.prange(_n_slabs(cshape[0], cshape[1], cshape[2])):
+        _mass_task(cs, fm, fshape, cshape, cm)
+
+
+@numba.njit(**JIT)
+def _mass_ser(fm, fshape, cshape, cm):
+    for cs in range(_n_slabs(cshape[0], cshape[1], cshape[2])):
+        _mass_task(cs, fm, fshape, cshape, cm)
 
 
 # ----------------------------------------------------------------------------------------------- the V-cycle
 
 
 @numba.njit(**JIT)
-def _level_w(lv, l):
+def _level_vectors(lv, wk, l):
+    """(x, b) of level l: the preconditioner's output z and input r on level 0, coarse scratch otherwise."""
+    n0 = lv.off[1]
     o = lv.off[l]
     e = lv.off[l + 1]
-    return (lv.w[0, o:e], lv.w[1, o:e], lv.w[2, o:e])
+    if l == 0:
+        return wk.z, wk.r
+    return wk.xc[o - n0 : e - n0], wk.bc[o - n0 : e - n0]
 
 
 @numba.njit(**JIT)
-def _odd_periodic(shape, per):
-    """True if a periodic axis has an odd number (>= 3) of sites: same-colour neighbours exist."""
-    if per == 0:
-        return False
-    for a in range(3):
-        if shape[a] >= 3 and shape[a] % 2 == 1:
-            return True
-    return False
-
-
-@numba.njit(**JIT)
-def _smooth(x, b, invd, w3, rs, shape, per, uni, par, sweeps, rev):
-    """``sweeps`` red–black sweeps; forward: red then black; ``rev``: black then red, each in reverse order."""
-    for _ in range(sweeps):
-        for k in range(2):
-            colour = (1 - k) if rev else k
-            if par:
-                _relax_par(x, b, invd, w3, rs, shape, per, colour, rev, uni)
-            else:
-                _relax_ser(x, b, invd, w3, rs, shape, per, colour, rev, uni)
+def _grid(lv, l, rs):
+    return (lv.shape[l], lv.periodic, (rs * lv.cpl[l, 0], rs * lv.cpl[l, 1], rs * lv.cpl[l, 2]), lv.frac[l])
 
 
 @numba.njit(**JIT)
@@ -502,51 +558,36 @@ def vcycle(lv, wk, rs, sweeps):
     """z = B r: one symmetric V-cycle from a zero guess (B is symmetric positive definite)."""
     nl = lv.shape.shape[0]
     n0 = lv.off[1]
-    per = lv.periodic
     if nl == 1:
         for i in range(n0):
             wk.z[i] = wk.r[i] * wk.invd[i]
         return
     for l in range(nl - 1):  # down: smooth, restrict the residual
         o = lv.off[l]
-        n = lv.off[l + 1] - o
-        if l == 0:
-            x = wk.z
-            b = wk.r
-        else:
-            x = wk.xc[o - n0 : o - n0 + n]
-            b = wk.bc[o - n0 : o - n0 + n]
-        x[:] = 0.0
-        shape = lv.shape[l]
-        w3 = _level_w(lv, l)
-        par = n >= PARALLEL_MIN_SITES
-        _smooth(x, b, wk.invd[o : o + n], w3, rs, shape, per, l == 0, par, sweeps, False)
-        oc = lv.off[l + 1]
-        out = wk.bc[oc - n0 : lv.off[l + 2] - n0]
-        only = -1 if _odd_periodic(shape, per) else 0  # the forward sweep ends with black (1): red residuals remain
+        e = lv.off[l + 1]
+        x, b = _level_vectors(lv, wk, l)
+        grid = _grid(lv, l, rs)
+        par = e - o >= PARALLEL_MIN_SITES
+        _smooth(grid, (x, b, wk.invd[o:e]), par, sweeps, False, True)
+        out = _level_vectors(lv, wk, l + 1)[1]
+        only = -1 if _odd_periodic(grid[0], grid[1]) else 0  # the forward sweep ends with black: red residuals remain
         if par:
-            _restrict_par(x, b, wk.diag[o : o + n], w3, rs, shape, lv.shape[l + 1], per, l == 0, only, out)
+            _restrict_par(grid, lv.shape[l + 1], (x, b, wk.diag[o:e]), only, out)
         else:
-            _restrict_ser(x, b, wk.diag[o : o + n], w3, rs, shape, lv.shape[l + 1], per, l == 0, only, out)
+            _restrict_ser(grid, lv.shape[l + 1], (x, b, wk.diag[o:e]), only, out)
     oc = lv.off[nl - 1]  # the coarsest level is one site without couplings
     wk.xc[oc - n0] = wk.bc[oc - n0] * wk.invd[oc]
     for l in range(nl - 2, -1, -1):  # up: prolong, smooth in reverse
         o = lv.off[l]
-        n = lv.off[l + 1] - o
-        if l == 0:
-            x = wk.z
-            b = wk.r
-        else:
-            x = wk.xc[o - n0 : o - n0 + n]
-            b = wk.bc[o - n0 : o - n0 + n]
-        oc = lv.off[l + 1]
-        cxv = wk.xc[oc - n0 : lv.off[l + 2] - n0]
-        par = n >= PARALLEL_MIN_SITES
+        e = lv.off[l + 1]
+        x, b = _level_vectors(lv, wk, l)
+        cxv = _level_vectors(lv, wk, l + 1)[0]
+        par = e - o >= PARALLEL_MIN_SITES
         if par:
             _prolong_par(x, cxv, lv.shape[l], lv.shape[l + 1])
         else:
             _prolong_ser(x, cxv, lv.shape[l], lv.shape[l + 1])
-        _smooth(x, b, wk.invd[o : o + n], _level_w(lv, l), rs, lv.shape[l], per, l == 0, par, sweeps, True)
+        _smooth(_grid(lv, l, rs), (x, b, wk.invd[o:e]), par, sweeps, True, False)
 
 
 # ----------------------------------------------------------------------------------------------- level-0 vector ops
@@ -554,27 +595,28 @@ def vcycle(lv, wk, rs, sweeps):
 
 @numba.njit(**PARALLEL)
 def _apply_a(lv, rs, diag, p, b, q, resid, partial):
-    """Level 0: q = b - A p and returns q . q if ``resid``, else q = A p (``b`` unused) and returns q . p.
-
-    ``A p = A_ii p_i - r sum p_nb``; partial sums per slab, added in slab order."""
+    """Level 0: q = b - A p and returns q . q if ``resid``, else q = A p (``b`` unused) and returns q . p, with
+    ``(A p)_i = A_ii p_i - r sum p_nb``; partial sums per slab, added in slab order."""
     nx, ny, nz = lv.shape[0, 0], lv.shape[0, 1], lv.shape[0, 2]
     per = lv.periodic
-    w0 = lv.w[0, 0:0]  # unused: level-0 couplings are all 1
+    c0, c1, c2 = rs * lv.cpl[0, 0], rs * lv.cpl[0, 1], rs * lv.cpl[0, 2]
+    fr = lv.frac[0]
+    fxr = fr[0]
     ns = _n_slabs(nx, ny, nz)
     for sl in numba.prange(ns):
         z0, z1, y0, y1 = _slab_rows(np.int64(sl), ny, nz)
         for zz in range(z0, z1):
             for yy in range(y0, y1):
-                rw = _row(yy, zz, nx, ny, nz, per)
-                base, ym, yp, zm, zp, fym, fyp, fzm, fzp = rw
-                for xx in range(nx):
+                rw = _row(yy, zz, nx, ny, nz, per, (c0, c1, c2), fr)
+                base, ym, yp, zm, zp, cx, gym, gyp, gzm, gzp = rw
+                for xx in range(1, nx - 1):
                     i = base + xx
-                    if 0 < xx < nx - 1:
-                        s = p[i - 1] + p[i + 1] + fym * p[ym + xx] + fyp * p[yp + xx]
-                        s += fzm * p[zm + xx] + fzp * p[zp + xx]
-                    else:
-                        s = _nb(p, w0, w0, w0, True, xx, nx, per, rw)
-                    ap = diag[i] * p[i] - rs * s
+                    s = gym * p[ym + xx] + gyp * p[yp + xx] + gzm * p[zm + xx] + gzp * p[zp + xx]
+                    ap = diag[i] * p[i] - cx * (p[i - 1] + p[i + 1]) - fxr[xx] * s
+                    q[i] = b[i] - ap if resid else ap
+                for xx in range(0, nx, max(nx - 1, 1)):  # the end columns 0 and nx - 1
+                    i = base + xx
+                    ap = diag[i] * p[i] - _nb_end(p, fxr, rw, xx, nx, per)
                     q[i] = b[i] - ap if resid else ap
         lo = nx * (y0 + ny * z0)
         hi = nx * (y1 + ny * (z1 - 1))
@@ -584,8 +626,7 @@ def _apply_a(lv, rs, diag, p, b, q, resid, partial):
 
 @numba.njit(**PARALLEL)
 def _dot(lv, a, b, partial):
-    nx, ny, nz = lv.shape[0, 0], lv.shape[0, 1], lv.shape[0, 2]
-    ns = _n_slabs(nx, ny, nz)
+    ns = _n_slabs(lv.shape[0, 0], lv.shape[0, 1], lv.shape[0, 2])
     m = a.shape[0] // ns
     for sl in numba.prange(ns):
         partial[sl] = _dot_range(a, b, sl * m, sl * m + m)
@@ -595,8 +636,7 @@ def _dot(lv, a, b, partial):
 @numba.njit(**PARALLEL)
 def _update_xr(lv, x, r, p, q, alpha, partial):
     """x += alpha p, r -= alpha q; returns ||r||^2."""
-    nx, ny, nz = lv.shape[0, 0], lv.shape[0, 1], lv.shape[0, 2]
-    ns = _n_slabs(nx, ny, nz)
+    ns = _n_slabs(lv.shape[0, 0], lv.shape[0, 1], lv.shape[0, 2])
     m = x.shape[0] // ns
     for sl in numba.prange(ns):
         lo = sl * m
@@ -609,8 +649,7 @@ def _update_xr(lv, x, r, p, q, alpha, partial):
 
 @numba.njit(**PARALLEL)
 def _update_p(lv, p, z, beta):
-    nx, ny, nz = lv.shape[0, 0], lv.shape[0, 1], lv.shape[0, 2]
-    ns = _n_slabs(nx, ny, nz)
+    ns = _n_slabs(lv.shape[0, 0], lv.shape[0, 1], lv.shape[0, 2])
     m = p.shape[0] // ns
     for sl in numba.prange(ns):
         for i in range(sl * m, sl * m + m):
@@ -620,8 +659,7 @@ def _update_p(lv, p, z, beta):
 @numba.njit(**PARALLEL)
 def _clip_and_balance(lv, x, mass, partial):
     """x <- max(x, 0); returns sum M x of the clipped x (fixed slab order)."""
-    nx, ny, nz = lv.shape[0, 0], lv.shape[0, 1], lv.shape[0, 2]
-    ns = _n_slabs(nx, ny, nz)
+    ns = _n_slabs(lv.shape[0, 0], lv.shape[0, 1], lv.shape[0, 2])
     m = x.shape[0] // ns
     for sl in numba.prange(ns):
         lo = sl * m
@@ -634,8 +672,7 @@ def _clip_and_balance(lv, x, mass, partial):
 
 @numba.njit(**PARALLEL)
 def _scale(lv, x, theta):
-    nx, ny, nz = lv.shape[0, 0], lv.shape[0, 1], lv.shape[0, 2]
-    ns = _n_slabs(nx, ny, nz)
+    ns = _n_slabs(lv.shape[0, 0], lv.shape[0, 1], lv.shape[0, 2])
     m = x.shape[0] // ns
     for sl in numba.prange(ns):
         for i in range(sl * m, sl * m + m):
@@ -658,14 +695,12 @@ def _assemble0(c, s, terms, coef, lv, wk):
     so = terms.source[s]
     vm = terms.vmask
     cd = lv.cdiag
-    # Bind the arrays to locals: a setitem on a named-tuple field inside prange is lost (a Numba parfor quirk).
     mass_a = wk.mass
     b_a = wk.b
     diag_a = wk.diag
     invd_a = wk.invd
     partial = wk.partial
-    nx, ny, nz = lv.shape[0, 0], lv.shape[0, 1], lv.shape[0, 2]
-    ns = _n_slabs(nx, ny, nz)
+    ns = _n_slabs(lv.shape[0, 0], lv.shape[0, 1], lv.shape[0, 2])
     m_ = c.shape[0] // ns
     for sl in numba.prange(ns):
         lo = sl * m_
@@ -686,22 +721,16 @@ def _assemble0(c, s, terms, coef, lv, wk):
 
 @numba.njit(**JIT)
 def _assemble_coarse(rs, lv, wk):
-    """Coarse levels: M summed over the children, A_ii = M + r cdiag (halved couplings are built into cdiag)."""
+    """Coarse levels: M summed over the children, A_ii = M + r cdiag."""
     nl = lv.shape.shape[0]
     for l in range(nl - 1):
         o = lv.off[l]
         oc = lv.off[l + 1]
         e = lv.off[l + 2]
-        fx, fy, fz = lv.shape[l, 0], lv.shape[l, 1], lv.shape[l, 2]
-        cx, cy = lv.shape[l + 1, 0], lv.shape[l + 1, 1]
-        for i in range(oc, e):
-            wk.mass[i] = 0.0
-        for zz in range(fz):
-            for yy in range(fy):
-                fb = o + fx * (yy + fy * zz)
-                cb = oc + cx * (yy // 2 + cy * (zz // 2))
-                for xx in range(fx):
-                    wk.mass[cb + xx // 2] += wk.mass[fb + xx]
+        if oc - o >= PARALLEL_MIN_SITES:
+            _mass_par(wk.mass[o:oc], lv.shape[l], lv.shape[l + 1], wk.mass[oc:e])
+        else:
+            _mass_ser(wk.mass[o:oc], lv.shape[l], lv.shape[l + 1], wk.mass[oc:e])
         for i in range(oc, e):
             d = wk.mass[i] + rs * lv.cdiag[i]
             wk.diag[i] = d
