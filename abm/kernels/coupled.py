@@ -591,132 +591,171 @@ def vcycle(lv, wk, rs, sweeps):
 
 
 # ----------------------------------------------------------------------------------------------- level-0 vector ops
+#
+# Level-0 operations run over the slabs of the lattice in parallel (``_par``) or, for lattices smaller than
+# ``PARALLEL_MIN_SITES``, on one thread (``_ser``); both call the same per-slab task, so they give the same bits.
+# Reductions write one partial sum per slab and add them in slab order.
+
+OP_DOT, OP_UPDATE_XR, OP_UPDATE_P, OP_CLIP, OP_SCALE = range(5)
+
+
+@numba.njit(**JIT)
+def _vec_task(sl, op, arrs, alpha, partial):
+    """Pointwise operation ``op`` on slab ``sl`` of level-0 vectors ``arrs = (a, b, c, d)``:
+
+    OP_DOT: partial = a . b; OP_UPDATE_XR: a += alpha b, c -= alpha d, partial = c . c (x, p, r, q);
+    OP_UPDATE_P: a = b + alpha a (p, z); OP_CLIP: a = max(a, 0), partial = b . a (x, M); OP_SCALE: a *= alpha.
+    """
+    sl = np.int64(sl)
+    a, b, c, d = arrs
+    m = a.shape[0] // partial.shape[0]
+    lo = sl * m
+    hi = lo + m
+    if op == OP_DOT:
+        partial[sl] = _dot_range(a, b, lo, hi)
+    elif op == OP_UPDATE_XR:
+        for i in range(lo, hi):
+            a[i] += alpha * b[i]
+            c[i] -= alpha * d[i]
+        partial[sl] = _dot_range(c, c, lo, hi)
+    elif op == OP_UPDATE_P:
+        for i in range(lo, hi):
+            a[i] = b[i] + alpha * a[i]
+    elif op == OP_CLIP:
+        for i in range(lo, hi):
+            if a[i] < 0.0:
+                a[i] = 0.0
+        partial[sl] = _dot_range(b, a, lo, hi)
+    else:
+        for i in range(lo, hi):
+            a[i] *= alpha
 
 
 @numba.njit(**PARALLEL)
-def _apply_a(lv, rs, diag, p, b, q, resid, partial):
-    """Level 0: q = b - A p and returns q . q if ``resid``, else q = A p (``b`` unused) and returns q . p, with
-    ``(A p)_i = A_ii p_i - r sum p_nb``; partial sums per slab, added in slab order."""
-    nx, ny, nz = lv.shape[0, 0], lv.shape[0, 1], lv.shape[0, 2]
-    per = lv.periodic
-    c0, c1, c2 = rs * lv.cpl[0, 0], rs * lv.cpl[0, 1], rs * lv.cpl[0, 2]
-    fr = lv.frac[0]
+def _vec_par(op, arrs, alpha, partial):
+    a, b, c, d = arrs
+    for sl in numba.prange(partial.shape[0]):
+        _vec_task(sl, op, (a, b, c, d), alpha, partial)
+    return _sum_partials(partial, partial.shape[0])
+
+
+@numba.njit(**JIT)
+def _vec_ser(op, arrs, alpha, partial):
+    for sl in range(partial.shape[0]):
+        _vec_task(sl, op, arrs, alpha, partial)
+    return _sum_partials(partial, partial.shape[0])
+
+
+@numba.njit(**JIT)
+def _vec(par, op, arrs, alpha, partial):
+    if par:
+        return _vec_par(op, arrs, alpha, partial)
+    return _vec_ser(op, arrs, alpha, partial)
+
+
+@numba.njit(**JIT)
+def _apply_a_task(sl, grid, arrs, resid, partial):
+    """Slab ``sl`` of level 0 (``arrs = (diag, p, b, q)``): q = b - A p and partial = q . q if ``resid``, else
+    q = A p (``b`` unused) and partial = q . p, with ``(A p)_i = A_ii p_i - r sum p_nb``."""
+    sl = np.int64(sl)
+    shape, per, cw, fr = grid
+    diag, p, b, q = arrs
+    nx, ny, nz = shape[0], shape[1], shape[2]
     fxr = fr[0]
-    ns = _n_slabs(nx, ny, nz)
-    for sl in numba.prange(ns):
-        z0, z1, y0, y1 = _slab_rows(np.int64(sl), ny, nz)
-        for zz in range(z0, z1):
-            for yy in range(y0, y1):
-                rw = _row(yy, zz, nx, ny, nz, per, (c0, c1, c2), fr)
-                base, ym, yp, zm, zp, cx, gym, gyp, gzm, gzp = rw
-                for xx in range(1, nx - 1):
-                    i = base + xx
-                    s = gym * p[ym + xx] + gyp * p[yp + xx] + gzm * p[zm + xx] + gzp * p[zp + xx]
-                    ap = diag[i] * p[i] - cx * (p[i - 1] + p[i + 1]) - fxr[xx] * s
-                    q[i] = b[i] - ap if resid else ap
-                for xx in range(0, nx, max(nx - 1, 1)):  # the end columns 0 and nx - 1
-                    i = base + xx
-                    ap = diag[i] * p[i] - _nb_end(p, fxr, rw, xx, nx, per)
-                    q[i] = b[i] - ap if resid else ap
-        lo = nx * (y0 + ny * z0)
-        hi = nx * (y1 + ny * (z1 - 1))
-        partial[sl] = _dot_range(q, q, lo, hi) if resid else _dot_range(q, p, lo, hi)
-    return _sum_partials(partial, ns)
+    z0, z1, y0, y1 = _slab_rows(sl, ny, nz)
+    for zz in range(z0, z1):
+        for yy in range(y0, y1):
+            rw = _row(yy, zz, nx, ny, nz, per, cw, fr)
+            base, ym, yp, zm, zp, cx, gym, gyp, gzm, gzp = rw
+            for xx in range(1, nx - 1):
+                i = base + xx
+                s = gym * p[ym + xx] + gyp * p[yp + xx] + gzm * p[zm + xx] + gzp * p[zp + xx]
+                ap = diag[i] * p[i] - cx * (p[i - 1] + p[i + 1]) - fxr[xx] * s
+                q[i] = b[i] - ap if resid else ap
+            for xx in range(0, nx, max(nx - 1, 1)):  # the end columns 0 and nx - 1
+                i = base + xx
+                ap = diag[i] * p[i] - _nb_end(p, fxr, rw, xx, nx, per)
+                q[i] = b[i] - ap if resid else ap
+    lo = nx * (y0 + ny * z0)
+    hi = nx * (y1 + ny * (z1 - 1))
+    partial[sl] = _dot_range(q, q, lo, hi) if resid else _dot_range(q, p, lo, hi)
 
 
 @numba.njit(**PARALLEL)
-def _dot(lv, a, b, partial):
-    ns = _n_slabs(lv.shape[0, 0], lv.shape[0, 1], lv.shape[0, 2])
-    m = a.shape[0] // ns
-    for sl in numba.prange(ns):
-        partial[sl] = _dot_range(a, b, sl * m, sl * m + m)
-    return _sum_partials(partial, ns)
+def _apply_a_par(grid, arrs, resid, partial):
+    shape, per, cw, fr = grid
+    cx, cy, cz = cw
+    diag, p, b, q = arrs
+    for sl in numba.prange(partial.shape[0]):
+        _apply_a_task(sl, (shape, per, (cx, cy, cz), fr), (diag, p, b, q), resid, partial)
+    return _sum_partials(partial, partial.shape[0])
 
 
-@numba.njit(**PARALLEL)
-def _update_xr(lv, x, r, p, q, alpha, partial):
-    """x += alpha p, r -= alpha q; returns ||r||^2."""
-    ns = _n_slabs(lv.shape[0, 0], lv.shape[0, 1], lv.shape[0, 2])
-    m = x.shape[0] // ns
-    for sl in numba.prange(ns):
-        lo = sl * m
-        for i in range(lo, lo + m):
-            x[i] += alpha * p[i]
-            r[i] -= alpha * q[i]
-        partial[sl] = _dot_range(r, r, lo, lo + m)
-    return _sum_partials(partial, ns)
+@numba.njit(**JIT)
+def _apply_a_ser(grid, arrs, resid, partial):
+    for sl in range(partial.shape[0]):
+        _apply_a_task(sl, grid, arrs, resid, partial)
+    return _sum_partials(partial, partial.shape[0])
 
 
-@numba.njit(**PARALLEL)
-def _update_p(lv, p, z, beta):
-    ns = _n_slabs(lv.shape[0, 0], lv.shape[0, 1], lv.shape[0, 2])
-    m = p.shape[0] // ns
-    for sl in numba.prange(ns):
-        for i in range(sl * m, sl * m + m):
-            p[i] = z[i] + beta * p[i]
-
-
-@numba.njit(**PARALLEL)
-def _clip_and_balance(lv, x, mass, partial):
-    """x <- max(x, 0); returns sum M x of the clipped x (fixed slab order)."""
-    ns = _n_slabs(lv.shape[0, 0], lv.shape[0, 1], lv.shape[0, 2])
-    m = x.shape[0] // ns
-    for sl in numba.prange(ns):
-        lo = sl * m
-        for i in range(lo, lo + m):
-            if x[i] < 0.0:
-                x[i] = 0.0
-        partial[sl] = _dot_range(mass, x, lo, lo + m)
-    return _sum_partials(partial, ns)
-
-
-@numba.njit(**PARALLEL)
-def _scale(lv, x, theta):
-    ns = _n_slabs(lv.shape[0, 0], lv.shape[0, 1], lv.shape[0, 2])
-    m = x.shape[0] // ns
-    for sl in numba.prange(ns):
-        for i in range(sl * m, sl * m + m):
-            x[i] *= theta
+@numba.njit(**JIT)
+def _apply_a(par, grid, arrs, resid, partial):
+    if par:
+        return _apply_a_par(grid, arrs, resid, partial)
+    return _apply_a_ser(grid, arrs, resid, partial)
 
 
 # ----------------------------------------------------------------------------------------------- assembly, solve
 
 
+@numba.njit(**JIT)
+def _assemble_task(sl, cf, src, dst, partial):
+    """Slab ``sl`` of level 0: M = 1 + dt (k + U + m P), b = c + dt (S + m P Cp), A_ii = M + r cdiag and 1 / A_ii;
+    partial = sum b. ``cf`` = coefficient row, ``src = (c, U, S, vmask, cdiag)``, ``dst = (M, b, A_ii, 1/A_ii)``."""
+    sl = np.int64(sl)
+    c, up, so, vm, cd = src
+    mass_a, b_a, diag_a, invd_a = dst
+    dt, rs, k, p, pc = cf[C_DT], cf[C_R], cf[C_DECAY], cf[C_PERM], cf[C_PERM_PLASMA]
+    m_ = c.shape[0] // partial.shape[0]
+    acc = 0.0
+    for i in range(sl * m_, sl * m_ + m_):
+        m = np.float64(vm[i])
+        mass = 1.0 + dt * (k + np.float64(up[i]) + m * p)
+        mass_a[i] = mass
+        bi = c[i] + dt * (np.float64(so[i]) + m * pc)
+        b_a[i] = bi
+        acc += bi
+        d = mass + rs * cd[i]
+        diag_a[i] = d
+        invd_a[i] = 1.0 / d
+    partial[sl] = acc
+
+
 @numba.njit(**PARALLEL)
+def _assemble_par(cf, src, dst, partial):
+    c, up, so, vm, cd = src
+    mass_a, b_a, diag_a, invd_a = dst
+    for sl in numba.prange(partial.shape[0]):
+        _assemble_task(sl, cf, (c, up, so, vm, cd), (mass_a, b_a, diag_a, invd_a), partial)
+    return _sum_partials(partial, partial.shape[0])
+
+
+@numba.njit(**JIT)
+def _assemble_ser(cf, src, dst, partial):
+    for sl in range(partial.shape[0]):
+        _assemble_task(sl, cf, src, dst, partial)
+    return _sum_partials(partial, partial.shape[0])
+
+
+@numba.njit(**JIT)
 def _assemble0(c, s, terms, coef, lv, wk):
-    """Level 0: M = 1 + dt (k + U + m P), b = c + dt (S + m P Cp), A_ii = M + r cdiag and its inverse.
-    Returns sum b (fixed slab order)."""
-    dt = coef[C_DT]
-    rs = coef[C_R]
-    k = coef[C_DECAY]
-    p = coef[C_PERM]
-    pc = coef[C_PERM_PLASMA]
-    up = terms.uptake[s]
-    so = terms.source[s]
-    vm = terms.vmask
-    cd = lv.cdiag
-    mass_a = wk.mass
-    b_a = wk.b
-    diag_a = wk.diag
-    invd_a = wk.invd
-    partial = wk.partial
-    ns = _n_slabs(lv.shape[0, 0], lv.shape[0, 1], lv.shape[0, 2])
-    m_ = c.shape[0] // ns
-    for sl in numba.prange(ns):
-        lo = sl * m_
-        acc = 0.0
-        for i in range(lo, lo + m_):
-            m = np.float64(vm[i])
-            mass = 1.0 + dt * (k + np.float64(up[i]) + m * p)
-            mass_a[i] = mass
-            bi = c[i] + dt * (np.float64(so[i]) + m * pc)
-            b_a[i] = bi
-            acc += bi
-            d = mass + rs * cd[i]
-            diag_a[i] = d
-            invd_a[i] = 1.0 / d
-        partial[sl] = acc
-    return _sum_partials(partial, ns)
+    """Level 0 of the system (see :func:`_assemble_task`); returns sum b."""
+    n0 = lv.off[1]
+    src = (c, terms.uptake[s], terms.source[s], terms.vmask, lv.cdiag[:n0])
+    dst = (wk.mass[:n0], wk.b, wk.diag[:n0], wk.invd[:n0])
+    if n0 >= PARALLEL_MIN_SITES:
+        return _assemble_par(coef, src, dst, wk.partial)
+    return _assemble_ser(coef, src, dst, wk.partial)
 
 
 @numba.njit(**JIT)
@@ -746,28 +785,33 @@ def solve(c, s, terms, coef, lv, wk, ctrl, stats):
     was reached (then ``c`` holds the last iterate, neither clipped nor balanced).
     """
     rs = coef[C_R]
+    n0 = lv.off[1]
+    par = n0 >= PARALLEL_MIN_SITES
+    pt = wk.partial
+    grid = _grid(lv, 0, rs)
+    diag = wk.diag[:n0]
     sum_b = _assemble0(c, s, terms, coef, lv, wk)
     _assemble_coarse(rs, lv, wk)
-    bn = np.sqrt(_dot(lv, wk.b, wk.b, wk.partial))
+    bn = np.sqrt(_vec(par, OP_DOT, (wk.b, wk.b, wk.b, wk.b), 0.0, pt))
     stats[0] = 0.0
     stats[1] = 0.0
     stats[2] = 0.0
     if bn == 0.0:
         c[:] = 0.0
         return 0
-    rn = np.sqrt(_apply_a(lv, rs, wk.diag, c, wk.b, wk.r, True, wk.partial))
+    rn = np.sqrt(_apply_a(par, grid, (diag, c, wk.b, wk.r), True, pt))
     stats[1] = rn / bn
     target = ctrl.rtol * bn
     it = 0
     status = 0
     if rn > target:
         vcycle(lv, wk, rs, ctrl.sweeps)
-        rz = _dot(lv, wk.r, wk.z, wk.partial)
+        rz = _vec(par, OP_DOT, (wk.r, wk.z, wk.r, wk.r), 0.0, pt)
         wk.p[:] = wk.z
         while True:
-            pq = _apply_a(lv, rs, wk.diag, wk.p, wk.p, wk.q, False, wk.partial)
+            pq = _apply_a(par, grid, (diag, wk.p, wk.p, wk.q), False, pt)
             alpha = rz / pq
-            rn = np.sqrt(_update_xr(lv, c, wk.r, wk.p, wk.q, alpha, wk.partial))
+            rn = np.sqrt(_vec(par, OP_UPDATE_XR, (c, wk.p, wk.r, wk.q), alpha, pt))
             it += 1
             if rn <= target:
                 break
@@ -775,13 +819,13 @@ def solve(c, s, terms, coef, lv, wk, ctrl, stats):
                 status = 1
                 break
             vcycle(lv, wk, rs, ctrl.sweeps)
-            rz_new = _dot(lv, wk.r, wk.z, wk.partial)
-            _update_p(lv, wk.p, wk.z, rz_new / rz)
+            rz_new = _vec(par, OP_DOT, (wk.r, wk.z, wk.r, wk.r), 0.0, pt)
+            _vec(par, OP_UPDATE_P, (wk.p, wk.z, wk.p, wk.p), rz_new / rz, pt)
             rz = rz_new
     stats[0] = it
     stats[2] = rn / bn
     if status == 0:
-        smx = _clip_and_balance(lv, c, wk.mass, wk.partial)
+        smx = _vec(par, OP_CLIP, (c, wk.mass[:n0], c, c), 0.0, pt)
         if smx > 0.0:
-            _scale(lv, c, sum_b / smx)
+            _vec(par, OP_SCALE, (c, c, c, c), sum_b / smx, pt)
     return status
