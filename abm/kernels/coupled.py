@@ -280,19 +280,20 @@ def _relax_row(arrs, fx, rw, nx, per, start, rev):
         i = base + nx - 1
         x[i] = (b[i] + _nb_end(x, fx, rw, nx - 1, nx, per)) * invd[i]
     if hi >= lo:
+        # 1-D views of the row and its neighbour rows: simple indexing, which LLVM schedules far better
+        xr, br, ir = x[base : base + nx], b[base : base + nx], invd[base : base + nx]
+        xym, xyp, xzm, xzp = x[ym : ym + nx], x[yp : yp + nx], x[zm : zm + nx], x[zp : zp + nx]
         cnt = (hi - lo) // 2 + 1
         if rev:
             for j in range(cnt):
                 xx = hi - 2 * j
-                i = base + xx
-                s = gym * x[ym + xx] + gyp * x[yp + xx] + gzm * x[zm + xx] + gzp * x[zp + xx]
-                x[i] = (b[i] + cx * (x[i - 1] + x[i + 1]) + fx[xx] * s) * invd[i]
+                s = gym * xym[xx] + gyp * xyp[xx] + gzm * xzm[xx] + gzp * xzp[xx]
+                xr[xx] = (br[xx] + cx * (xr[xx - 1] + xr[xx + 1]) + fx[xx] * s) * ir[xx]
         else:
             for j in range(cnt):
                 xx = lo + 2 * j
-                i = base + xx
-                s = gym * x[ym + xx] + gyp * x[yp + xx] + gzm * x[zm + xx] + gzp * x[zp + xx]
-                x[i] = (b[i] + cx * (x[i - 1] + x[i + 1]) + fx[xx] * s) * invd[i]
+                s = gym * xym[xx] + gyp * xyp[xx] + gzm * xzm[xx] + gzp * xzp[xx]
+                xr[xx] = (br[xx] + cx * (xr[xx - 1] + xr[xx + 1]) + fx[xx] * s) * ir[xx]
     if last_end and not rev:
         i = base + nx - 1
         x[i] = (b[i] + _nb_end(x, fx, rw, nx - 1, nx, per)) * invd[i]
@@ -422,12 +423,14 @@ def _resid_row_add(arrs, fxr, rw, nx, per, start, step, dst):
     last = start + step * ((nx - 1 - start) // step)
     hi = last if last < nx - 1 else last - step
     if hi >= lo:
+        xr, br, dr = fx[base : base + nx], fb[base : base + nx], fdiag[base : base + nx]
+        xym, xyp, xzm, xzp = fx[ym : ym + nx], fx[yp : yp + nx], fx[zm : zm + nx], fx[zp : zp + nx]
+        oc = out[cb : cb + (nx + 1) // 2]
         cnt = (hi - lo) // step + 1
         for j in range(cnt):
             xx = lo + step * j
-            i = base + xx
-            s = gym * fx[ym + xx] + gyp * fx[yp + xx] + gzm * fx[zm + xx] + gzp * fx[zp + xx]
-            out[cb + xx // 2] += fb[i] - fdiag[i] * fx[i] + cx * (fx[i - 1] + fx[i + 1]) + fxr[xx] * s
+            s = gym * xym[xx] + gyp * xyp[xx] + gzm * xzm[xx] + gzp * xzp[xx]
+            oc[xx // 2] += br[xx] - dr[xx] * xr[xx] + cx * (xr[xx - 1] + xr[xx + 1]) + fxr[xx] * s
     if last == nx - 1 and nx > 1:
         i = base + nx - 1
         out[cb + (nx - 1) // 2] += fb[i] - fdiag[i] * fx[i] + _nb_end(fx, fxr, rw, nx - 1, nx, per)
@@ -667,11 +670,16 @@ def _apply_a_task(sl, grid, arrs, resid, partial):
         for yy in range(y0, y1):
             rw = _row(yy, zz, nx, ny, nz, per, cw, fr)
             base, ym, yp, zm, zp, cx, gym, gyp, gzm, gzp = rw
-            for xx in range(1, nx - 1):
-                i = base + xx
-                s = gym * p[ym + xx] + gyp * p[yp + xx] + gzm * p[zm + xx] + gzp * p[zp + xx]
-                ap = diag[i] * p[i] - cx * (p[i - 1] + p[i + 1]) - fxr[xx] * s
-                q[i] = b[i] - ap if resid else ap
+            pr, dr, br, qr = p[base : base + nx], diag[base : base + nx], b[base : base + nx], q[base : base + nx]
+            pym, pyp, pzm, pzp = p[ym : ym + nx], p[yp : yp + nx], p[zm : zm + nx], p[zp : zp + nx]
+            if resid:
+                for xx in range(1, nx - 1):
+                    s = gym * pym[xx] + gyp * pyp[xx] + gzm * pzm[xx] + gzp * pzp[xx]
+                    qr[xx] = br[xx] - (dr[xx] * pr[xx] - cx * (pr[xx - 1] + pr[xx + 1]) - fxr[xx] * s)
+            else:
+                for xx in range(1, nx - 1):
+                    s = gym * pym[xx] + gyp * pyp[xx] + gzm * pzm[xx] + gzp * pzp[xx]
+                    qr[xx] = dr[xx] * pr[xx] - cx * (pr[xx - 1] + pr[xx + 1]) - fxr[xx] * s
             for xx in range(0, nx, max(nx - 1, 1)):  # the end columns 0 and nx - 1
                 i = base + xx
                 ap = diag[i] * p[i] - _nb_end(p, fxr, rw, xx, nx, per)
