@@ -13,10 +13,12 @@ Solver: conjugate gradients preconditioned by one multigrid V-cycle (:func:`vcyc
 when ``||b - A x||_2 <= rtol ||b||_2`` (the recursively updated residual). The hierarchy coarsens every axis with more
 than one site by two (``n -> ceil(n/2)``) down to a single site: a coarse cell aggregates its (up to 8) children,
 prolongation is piecewise constant and restriction is its transpose (the sum over the children). The coarse site term
-is the sum of the children's ``M`` (Galerkin); the coarse face couplings are those of the finite-volume operator
-re-discretised on the coarse cells, ``r * (fine faces across a coarse face) / 2`` (piecewise-constant aggregation with
-Galerkin couplings would double them; the factor 1/2 is the usual correction, e.g. Braess 1995, Blaheta 1986), one
-scalar per level and axis. The smoother is red–black Gauss–Seidel, ``sweeps`` sweeps before the coarse correction
+is the sum of the children's ``M`` (Galerkin); a coarse face couples ``r * (fine faces across it) / 2``, the
+aggregated fine faces halved at every coarsening (piecewise-constant aggregation with Galerkin couplings would double
+the diffusion on each coarser level; the factor 1/2 is the usual correction, Braess 1995, and equals re-discretising
+the finite-volume operator on the coarse cells). That is one scalar per level and axis (:attr:`Levels.cpl`) times
+tensor-product fractions for the smaller last cell of an odd axis (:attr:`Levels.frac`).
+The smoother is red–black Gauss–Seidel, ``sweeps`` sweeps before the coarse correction
 (red then black) and after it (black then red, each in reverse order), so the V-cycle is a symmetric positive definite
 operator and CG applies (e.g. Tatebe 1993).
 
