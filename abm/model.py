@@ -101,6 +101,8 @@ class Model(mesa_face.MesaModel):
             [p.species[s].decay_per_min for s in p.species_names],
             periodic=lat.periodic,
             substeps=p.time.field_substeps,
+            coupled=[p.species[s].scheme == "coupled" for s in p.species_names],
+            rtol=p.time.field_rtol,
         )
         self.species = p.species_names
         self._permeability = np.array([p.species[s].vessel_permeability_per_min for s in self.species])

@@ -32,6 +32,14 @@ class TimeParams(Group):
     field_substeps: int = P(
         1, "-", "field solver sub-steps per agent step (accuracy; the scheme is stable at any dt)", ge=1, le=100
     )
+    field_rtol: float = P(
+        1e-6,
+        "-",
+        "coupled field step: relative residual at which the conjugate-gradient solve stops (bounds the error "
+        "relative to the right-hand side; see docs/solver.md)",
+        gt=0,
+        le=1e-2,
+    )
 
 
 class InitParams(Group):

@@ -72,6 +72,12 @@ class SpeciesParams(Group):
         symbol="P",
         source="calibrated: steady tissue/plasma ratio P f / (P f + lambda) of 0.3-0.6 with f = 2% vessels",
     )
+    scheme: Literal["split", "coupled"] = P(
+        "split",
+        "-",
+        "field step: split (pointwise reaction, then line-implicit diffusion) or coupled (reaction and diffusion in "
+        "one implicit solve; accurate where a cell's uptake rate x dt is large, see docs/solver.md)",
+    )
     description: str = P("", "-", "what this species is")
     cells: dict[str, CellExchange] = Field(
         default_factory=dict,
@@ -108,6 +114,7 @@ def default_species() -> dict[str, SpeciesParams]:
             diffusion_um2_per_s=100.0,
             decay_per_s=2.8e-5,
             vessel_permeability_per_min=0.1,
+            scheme="coupled",  # receptor uptake 1.2/min x dt 10 min = 12: the split step loses a cell's own IL-2
             description="interleukin-2 (15.3 kDa); half-life in tissue about 7 h",
             cells={
                 "ctl": CellExchange(
@@ -145,6 +152,7 @@ def default_species() -> dict[str, SpeciesParams]:
             diffusion_um2_per_s=10.0,
             decay_per_s=math.log(2) / 3600.0,
             vessel_permeability_per_min=0.0,
+            scheme="coupled",  # immune uptake 0.1/min x dt 10 min = 1 where the effector cells gather
             description="CXCL10-like CXCR3 ligand (8.7 kDa), secreted by tumour cells (more under interferon), "
             "taken up by the effector cells that carry CXCR3; guides them in (vessels.chemokine). Free CXCL10 "
             "diffuses at about 100-150 um^2/s in water; binding to glycosaminoglycans slows it in tissue, here "

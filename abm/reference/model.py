@@ -355,6 +355,8 @@ class ReferenceModel(Model):
             [p.species[s].decay_per_min for s in self.species],
             periodic=periodic,
             substeps=p.time.field_substeps,
+            coupled=[p.species[s].scheme == "coupled" for s in self.species],
+            rtol=p.time.field_rtol,
         )
         self.permeability = np.array([p.species[s].vessel_permeability_per_min for s in self.species])
         self.plasma = np.zeros(len(self.species))
