@@ -20,8 +20,71 @@ import numpy as np
 from tqdm import tqdm
 
 from abm.io import TrajectoryWriter
+from abm.io.schema import CELL_COLUMNS
 from abm.observables import run_summary
 from abm.params import ResponseParams
+from abm.therapy.pk import plasma_amount_unit
+
+#: Units and meaning of every value of the run summary (:func:`abm.observables.run_summary`, plus ``complete``),
+#: written as the ``units`` and ``description`` attributes of ``/summary/<key>``. Dimensionless values, categories
+#: and flags are ``"1"``.
+SUMMARY_UNITS: dict[str, tuple[str, str]] = {
+    "response": ("1", "RECIST-like response at the end of the run: CR, PR, SD or PD (NA without observations)"),
+    "best_response": ("1", "RECIST 1.1 best overall response: CR, PR, SD or PD (NA without observations)"),
+    "time_to_regression_day": ("day", "first time the lesion shrank by the partial-response fraction (nan: never)"),
+    "time_to_eradication_day": ("day", "first time no tumour cell was left (nan: never)"),
+    "tumour_auc_cell_days": ("cell day", "area under the tumour-cell count over the run"),
+    "tumour_auc_relative": ("1", "tumour AUC over (initial tumour cells x run length)"),
+    "tumour_cells_initial": ("cells", "tumour cells at the start"),
+    "tumour_cells_final": ("cells", "tumour cells at the end"),
+    "tumour_cells_min": ("cells", "fewest tumour cells at any observation"),
+    "longest_diameter_initial_mm": ("mm", "lesion diameter (the RECIST measure) at the start"),
+    "longest_diameter_final_mm": ("mm", "lesion diameter at the end"),
+    "longest_diameter_nadir_mm": ("mm", "smallest lesion diameter"),
+    "max_shrinkage": ("1", "largest fractional shrinkage of the lesion diameter from baseline"),
+    "days": ("day", "simulated time covered by the observations"),
+    "doses_given": ("doses", "doses given"),
+    "doses_held": ("doses", "scheduled doses held for toxicity"),
+    "doses_cancelled": ("doses", "scheduled doses cancelled after a dose-limiting toxicity"),
+    "dose_limiting_toxicity": ("1", "whether a dose-limiting toxicity stopped the course"),
+    "dlt_day": ("day", "time of the dose-limiting toxicity (nan: none)"),
+    "toxicity_max": ("1", "highest systemic toxicity score"),
+    "seed": ("1", "the run's random seed"),
+    "total_kills_ctl": ("cells", "tumour cells killed by CTL"),
+    "total_kills_nk": ("cells", "tumour cells killed by NK cells"),
+    "total_kills_lak": ("cells", "tumour cells killed by LAK cells"),
+    "total_kills_drug": ("cells", "tumour cells killed by the cytotoxic drug"),
+    "total_divisions_tumour": ("cells", "tumour cell divisions (daughters born)"),
+    "total_recruited_ctl": ("cells", "CTL that entered from vessels"),
+    "total_recruited_nk": ("cells", "NK cells that entered from vessels"),
+    "total_lak_conversions": ("cells", "NK cells that became LAK cells"),
+    "total_transferred_lak": ("cells", "LAK cells placed by adoptive transfer"),
+    "total_deaths_ctl_aicd": ("cells", "CTL lost to activation-induced cell death"),
+    "max_n_ctl": ("cells", "most CTL at any observation"),
+    "max_n_nk": ("cells", "most NK cells at any observation"),
+    "max_n_lak": ("cells", "most LAK cells at any observation"),
+    "complete": ("1", "whether the run reached its end"),
+}
+
+
+def cell_table(cells: Any, shape_xyz: tuple[int, int, int], spacing_um: float) -> dict[str, np.ndarray]:
+    """The per-cell table of a frame's ``cells`` (live part of every :data:`~abm.kernels.records.CellArrays`
+    field): the columns of :data:`abm.io.schema.CELL_COLUMNS`, positions of the cell's site in um."""
+    nx, ny, _ = shape_xyz
+    site = np.asarray(cells["site"], dtype=np.int64)
+    return {
+        "id": cells["id"],
+        "type": cells["ctype"],
+        "site": site,
+        "x": (site % nx) * float(spacing_um),
+        "y": ((site // nx) % ny) * float(spacing_um),
+        "z": (site // (nx * ny)) * float(spacing_um),
+        "mhc": cells["mhc"],
+        "age_min": cells["age_min"],
+        "kills": cells["kills"],
+        "timer_min": cells["timer_min"],
+        "exposure_min": cells["exposure_min"],
+    }
 
 
 def every(interval: int, last: int) -> int:
@@ -105,7 +168,9 @@ class RecorderReporter:
 
 class TrajectoryReporter:
     """Writes the run to HDF5 (:mod:`abm.io`): observables every ``observe_every`` steps, snapshots of the cell-type
-    map and the fields every ``snapshot_every`` steps, events as they happen, and the summary at the end."""
+    map, the fields and the per-cell table every ``snapshot_every`` steps, events as they happen, and the summary
+    (with units) at the end. Root attributes record the seed (unsigned 64-bit), the abm version and git hash, the
+    versions of the libraries that shape results (``versions``, JSON) and the overrides (``overrides``)."""
 
     def __init__(self, path: str | Path, snapshot_every: int, observe_every: int = 1, overwrite: bool = False) -> None:
         self._path = Path(path)
@@ -127,12 +192,16 @@ class TrajectoryReporter:
         if n == n_obs:
             needs.add("observables")
         if n == n_snap:
-            needs.add("snapshot")
+            needs.update(("snapshot", "cells"))
         return n, frozenset(needs)
 
     def begin(self, info: Any) -> None:
         sc = info.scenario
         prov = info.provenance
+        self._shape_xyz = tuple(info.shape_xyz)
+        self._spacing_um = float(info.spacing_um)
+        self._amount_units = {s.name: plasma_amount_unit(s.units) for s in info.species}
+        overrides = prov.get("overrides", list(sc.overrides))
         self.writer = TrajectoryWriter(
             self._path,
             shape_xyz=info.shape_xyz,
@@ -145,12 +214,15 @@ class TrajectoryReporter:
             attrs={
                 "abm_version": prov["abm_version"],
                 "git_hash": prov["git_hash"],
-                "seed": str(info.seed),
+                "versions": json.dumps(prov.get("versions", {}), sort_keys=True),
+                "seed": np.uint64(info.seed),
                 "scenario_name": sc.name,
                 "scenario_description": sc.meta.description,
                 "scenario_source": sc.source,
+                "overrides": np.array([str(o) for o in overrides], dtype=str),
                 "days": float(sc.run.days),
             },
+            cell_columns=CELL_COLUMNS,
             parameters_json=json.dumps(info.resolved, indent=1, allow_nan=True),
             scenario_toml=sc.text,
             creator="abm",
@@ -163,19 +235,39 @@ class TrajectoryReporter:
         k = frame.step
         if frame.events is not None:
             for e in frame.events[self._events_done :]:
-                fields = {f: e[f] for f in ("drug", "route", "dose", "unit", "amount", "note") if f in e}
+                fields = {f: e[f] for f in ("drug", "route", "dose", "unit", "amount", "amount_unit", "note") if f in e}
+                fields.setdefault("amount_unit", self._amount_unit(e))
                 w.add_event(int(e.get("step", k)), float(e.get("time_min", frame.time_min)), e["kind"], **fields)
             self._events_done = len(frame.events)
         if k % self.observe_every == 0 and frame.observables is not None:
             w.append_observables(k, frame.time_min, frame.observables)
         if k % self.snapshot_every == 0 and frame.snapshot is not None:
             w.append_snapshot(k, frame.time_min, frame.snapshot.cell_type, frame.snapshot.fields)
+            if frame.cells is not None:
+                w.append_cells(k, frame.time_min, cell_table(frame.cells, self._shape_xyz, self._spacing_um))
+
+    def _amount_unit(self, e: dict[str, Any]) -> str:
+        """What an event's ``amount`` is counted in: cells for a transfer, the plasma species' moles for a dose
+        (pmol for a pM species, umol for uM), nothing for an event without an amount."""
+        if e.get("kind") == "transfer":
+            return "cells"
+        if e.get("drug") in self._amount_units and e.get("kind", "").startswith("dose"):
+            return self._amount_units[e["drug"]]
+        return ""
 
     def close(self, end: Any) -> Path | None:
         if self.writer is None:
             return None
         if end.summary is not None:
-            self.writer.write_summary({**end.summary, "complete": end.complete})
+            summary = {**end.summary, "complete": end.complete}
+            units = {k: SUMMARY_UNITS[k][0] for k in summary if k in SUMMARY_UNITS}
+            descriptions = {k: SUMMARY_UNITS[k][1] for k in summary if k in SUMMARY_UNITS}
+            try:
+                self.writer.write_summary(summary, units=units, descriptions=descriptions)
+            except Exception as e:  # the file is closed (incomplete) all the same: an open HDF5 file crashes at exit
+                if not self.writer.closed:
+                    self.writer.close(complete=False, status=f"failed writing the summary: {type(e).__name__}: {e}")
+                raise
         return self.writer.close(complete=end.complete, status=end.status)
 
     @property
