@@ -6,13 +6,14 @@ end of the run (:meth:`Reporter.close`, exactly once, also after a failure or an
 
 - :class:`TrajectoryReporter` adapts a run to the HDF5 format of :mod:`abm.io` (:class:`~abm.io.TrajectoryWriter`);
 - :class:`RecorderReporter` keeps every observable of every step in memory (the source of the run summary);
-- :class:`ProgressReporter` draws a progress bar on stderr.
+- :class:`ProgressReporter` shows progress on stderr: a bar on a terminal, plain lines in a batch job.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -275,36 +276,194 @@ class TrajectoryReporter:
         return self.writer.path if self.writer is not None else self._path
 
 
-class ProgressReporter:
-    """A tqdm bar on stderr, updated every ``every`` steps; silent when stderr is not a terminal."""
+def kernels_need_compiling() -> bool:
+    """Whether the first steps of a run will compile Numba kernels: a kernel that every step calls has not been
+    compiled in this process and has no valid entry in Numba's on-disk cache (a fresh clone, or a kernel source
+    edited since the cache was written). Loading cached kernels takes about a second; compiling them, tens of
+    seconds."""
+    from abm.kernels import cells, exchange, fields, observe
 
-    def __init__(self, every: int = 36, enabled: bool | None = None, label: str = "") -> None:
-        self.every = every
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+    names = {
+        cells: ("step_cells", "recruit", "compact", "tumour_centroid"),
+        exchange: ("fill_exchange",),
+        fields: ("react_sweep_x", "sweep_strided"),
+        observe: ("tumour_geometry", "field_stats"),
+    }
+    for module, kernels in names.items():
+        for name in kernels:
+            d = getattr(module, name, None)
+            if d is None or not hasattr(d, "signatures") or d.signatures:
+                continue  # renamed, or already compiled here
+            try:
+                if not d._cache._cache_file._load_index():  # Numba's cache index: {} when absent or stale
+                    return True
+            except Exception:  # noqa: BLE001 - Numba internals moved: say it may compile rather than nothing
+                return True
+    return False
+
+
+def _hms(seconds: float) -> str:
+    s = int(round(max(0.0, seconds)))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+COMPILING = "compiling kernels (first run only)\u2026"
+
+
+class ProgressReporter:
+    """Progress of a run on stderr (or ``stream``), reported every ``every`` steps.
+
+    On a terminal, a tqdm bar (day, tumour and CTL counts, ETA); elsewhere (a batch job, a log file, a pipe), a plain
+    line each time the run has advanced another ``plain_every_pct`` percent or ``plain_every_s`` seconds have passed:
+    day, tumour cells, CTL, elapsed time and ETA. While the first steps compile the Numba kernels (a cold cache,
+    :func:`kernels_need_compiling`), both say ``compiling kernels (first run only)…``, and the ETA counts from the
+    end of compilation. ``enabled=False`` shows nothing (``abm run --quiet``).
+
+    ``plain`` forces the plain lines (True) or the bar (False); ``compiling`` overrides the cache check; ``clock``
+    is the time source (seconds), for tests.
+    """
+
+    def __init__(
+        self,
+        every: int = 36,
+        enabled: bool | None = None,
+        label: str = "",
+        stream: Any = None,
+        plain: bool | None = None,
+        plain_every_pct: float = 10.0,
+        plain_every_s: float = 60.0,
+        compiling: bool | None = None,
+        clock: Any = time.monotonic,
+    ) -> None:
+        self.every = max(1, int(every))
+        self.enabled = True if enabled is None else bool(enabled)
         self.label = label
+        self.stream = stream
+        self.plain = plain
+        self.plain_every_pct = float(plain_every_pct)
+        self.plain_every_s = float(plain_every_s)
+        self._compiling_arg = compiling
+        self.clock = clock
         self.bar = None
+        self.compiling = False
         self._last = 0
+        self._n_steps = 0
+        self._dt_min = 1.0
+        self._t_ready = 0.0  # clock time and step from which the ETA is measured
+        self._step_ready = 0
+        self._t_begin = 0.0
+        self._printed_at = (0.0, 0.0)  # (percent, clock) of the last plain line
+        self._counts: dict[str, int] = {}
 
     def describe_next_report(self, last_step: int) -> tuple[int, frozenset[str]]:
         return every(self.every, last_step), frozenset({"counts"})
 
-    def begin(self, info: Any) -> None:
+    # ------------------------------------------------------------------------------------------------ output
+    def _out(self) -> Any:
+        return self.stream if self.stream is not None else sys.stderr
+
+    def _prefix(self) -> str:
+        return f"{self.label}: " if self.label else ""
+
+    def _line(self, text: str) -> None:
+        out = self._out()
+        print(self._prefix() + text, file=out, flush=True)
+
+    def _new_bar(self, initial: int) -> None:
         self.bar = tqdm(
-            total=info.n_steps,
-            disable=not self.enabled,
+            total=self._n_steps,
+            initial=initial,
             unit="step",
             desc=self.label or None,
-            file=sys.stderr,
+            file=self._out(),
             dynamic_ncols=True,
         )
 
+    def _status(self, step: int) -> str:
+        day = step * self._dt_min / 1440.0
+        total = self._n_steps * self._dt_min / 1440.0
+        pct = 100.0 * step / self._n_steps if self._n_steps else 100.0
+        now = self.clock()
+        done = step - self._step_ready
+        left = self._n_steps - step
+        eta = _hms(left * (now - self._t_ready) / done) if done > 0 and not self.compiling else "?"
+        c = self._counts
+        return (
+            f"day {day:.1f} of {total:g} ({pct:.0f}%), tumour {c.get('tumour', 0)}, CTL {c.get('ctl', 0)}, "
+            f"elapsed {_hms(now - self._t_begin)}, ETA {eta}"
+        )
+
+    # ---------------------------------------------------------------------------------------------- protocol
+    def begin(self, info: Any) -> None:
+        self._n_steps = int(info.n_steps)
+        self._dt_min = float(info.dt_min)
+        self._t_begin = self._t_ready = self.clock()
+        self._printed_at = (0.0, self._t_begin)
+        if not self.enabled:
+            return
+        if self.plain is None:
+            isatty = getattr(self._out(), "isatty", None)
+            self.plain = not (callable(isatty) and isatty())
+        self.compiling = kernels_need_compiling() if self._compiling_arg is None else bool(self._compiling_arg)
+        if self.plain:
+            days = self._n_steps * self._dt_min / 1440.0
+            self._line(f"{days:g} days ({self._n_steps} steps of {self._dt_min:g} min)")
+            if self.compiling:
+                self._line(COMPILING)
+        elif self.compiling:  # a status line in place of the bar, which would show 0 and a wild ETA meanwhile
+            self.bar = tqdm(
+                total=self._n_steps,
+                desc=self._prefix() + COMPILING,
+                bar_format="{desc}",
+                file=self._out(),
+                leave=False,
+            )
+            self.bar.refresh()
+        else:
+            self._new_bar(0)
+
+    def _ready(self, step: int) -> None:
+        """The first steps are done: the kernels are compiled; the ETA counts from here."""
+        self.compiling = False
+        now = self.clock()
+        self._t_ready, self._step_ready = now, step
+        if self.plain:
+            self._line(f"kernels compiled in {now - self._t_begin:.0f} s")
+            self._printed_at = (self._printed_at[0], now)
+        else:
+            if self.bar is not None:
+                self.bar.close()
+            self._new_bar(step)
+
     def report(self, frame: Any) -> None:
-        self.bar.update(frame.step - self._last)
+        if not self.enabled:
+            return
+        self._counts = dict(frame.counts or {})
+        if self.compiling and frame.step > 0:
+            self._ready(frame.step)
+        if self.plain:
+            pct = 100.0 * frame.step / self._n_steps if self._n_steps else 100.0
+            last_pct, last_t = self._printed_at
+            now = self.clock()
+            due = pct >= last_pct + self.plain_every_pct or now - last_t >= self.plain_every_s
+            if 0 < frame.step < self._n_steps and due:  # the last step is close()'s line
+                self._line(self._status(frame.step))
+                self._printed_at = (pct, now)
+        elif self.bar is not None and not self.compiling:
+            self.bar.update(frame.step - self.bar.n)
+            c = self._counts
+            self.bar.set_postfix(
+                day=f"{frame.time_day:.1f}", tumour=c.get("tumour", 0), ctl=c.get("ctl", 0), refresh=False
+            )
         self._last = frame.step
-        c = frame.counts or {}
-        self.bar.set_postfix(day=f"{frame.time_day:.1f}", tumour=c.get("tumour", 0), ctl=c.get("ctl", 0), refresh=False)
 
     def close(self, end: Any) -> None:
-        if self.bar is not None:
-            self.bar.update(end.last_step - self._last)
+        if not self.enabled:
+            return
+        if self.plain:
+            what = "done" if end.complete else f"stopped ({end.status})"
+            self._line(f"{what}: {self._status(end.last_step)}")
+        elif self.bar is not None:
+            if not self.compiling:
+                self.bar.update(end.last_step - self.bar.n)
             self.bar.close()
