@@ -24,7 +24,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 PLUGINS = ("abm.sweep.cli", "abm.viz.cli")
 
 
-# optional packages and the extra of pyproject.toml that installs each
+# optional packages and the extra of pyproject.toml that installs each (from a clone: python -m pip install -e ".[X]")
 OPTIONAL_MODULES = {
     "SALib": "sweep",
     "pandas": "sweep",
@@ -240,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"abm {args.command}: failed: {e}", file=sys.stderr)
             return EXIT_FAILED
         print(
-            f"abm {args.command}: error: this needs the optional package '{top}': python -m pip install 'abm[{extra}]'",
+            f"abm {args.command}: error: this needs the optional package '{top}' (the extra '{extra}'): in the abm "
+            f'clone, python -m pip install -e ".[{extra}]"',
             file=sys.stderr,
         )
         return EXIT_USAGE

@@ -151,3 +151,60 @@ def test_info_lists_the_overrides_and_the_real_length(cli_run, capsys):
     assert "set by --days" in lines["length"]
     assert "numpy" in lines["versions"]
     assert "tumour_cells_final" in lines and lines["tumour_cells_final"].endswith(" cells")
+
+
+# ------------------------------------------------------------------------------------------------------ names
+def _pyproject() -> dict:
+    import tomllib
+    from pathlib import Path
+
+    return tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
+
+
+def test_the_distribution_name_is_not_the_unrelated_abm_on_the_index():
+    """``abm`` on the public package index is another project (abstract modules); ours is ``abm-immuno``, checked
+    absent from the index with ``pip index versions``. The import name stays ``abm``."""
+    from abm.provenance import DIST_NAME
+
+    project = _pyproject()["project"]
+    assert project["name"] == DIST_NAME == "abm-immuno"
+    assert all(not dep.startswith("abm[") for extra in project["optional-dependencies"].values() for dep in extra)
+    assert "abm-immuno[dist,sweep,xarray,viz,lint]" in project["optional-dependencies"]["test"]
+    assert project["scripts"] == {"abm": "abm.cli:main"}
+    assert _pyproject()["tool"]["setuptools"]["packages"]["find"]["include"] == ["abm*"]
+
+
+def test_abm_version_is_the_projects_version():
+    from abm import __version__
+    from abm.provenance import abm_version
+
+    assert abm_version() == __version__ == _pyproject()["project"]["version"]
+
+
+@pytest.mark.slow
+def test_an_editable_install_from_the_clone_is_abm_immuno(tmp_path):
+    """``python -m pip install -e .`` (no dependencies) into a fresh virtual environment: the distribution is
+    abm-immuno, its version the project's, and ``import abm`` finds this tree."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    py = venv / "bin" / "python"
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "-e", str(root)], check=True, timeout=600)
+    out = subprocess.run(
+        [
+            str(py),
+            "-c",
+            "import importlib.metadata as m, importlib.util as u; "
+            "print(m.version('abm-immuno')); print(u.find_spec('abm').origin)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+        timeout=120,
+    ).stdout.split()
+    assert out == [_pyproject()["project"]["version"], str(root / "abm" / "__init__.py")]
