@@ -174,6 +174,22 @@ def test_the_distribution_name_is_not_the_unrelated_abm_on_the_index():
     assert _pyproject()["tool"]["setuptools"]["packages"]["find"]["include"] == ["abm*"]
 
 
+def test_no_install_hint_names_the_unrelated_abm():
+    """Every install hint the package prints installs an extra of the clone (``python -m pip install -e ".[viz]"``),
+    never ``pip install 'abm[viz]'``, which would fetch the unrelated ``abm`` from the index."""
+    import re
+    from pathlib import Path
+
+    pkg = Path(__file__).resolve().parent.parent / "abm"
+    bad = [
+        f"{p.relative_to(pkg.parent)}:{i}"
+        for p in sorted(pkg.rglob("*.py"))
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if re.search(r"pip install[^\n]*\babm\[", line)
+    ]
+    assert not bad, bad
+
+
 def test_abm_version_is_the_projects_version():
     from abm import __version__
     from abm.provenance import abm_version
