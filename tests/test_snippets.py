@@ -16,7 +16,8 @@ A block is classified by an HTML comment on the line just above its opening fenc
 
 A shell or unlabelled block without a marker fails the inventory test, so a new one must be classified. ``abm``
 commands quoted inline in the text (``abm plot RUN.h5 --kind snapshot ...``) are parsed too, and the slow suite runs
-those of ``plot``, ``compare`` and ``animate`` on copies of the small run.
+those of ``plot``, ``compare`` and ``animate`` on copies of the small run. A ``python -m MODULE`` or
+``python SCRIPT.py`` named anywhere must name a module or script the repository has.
 """
 
 from __future__ import annotations
@@ -323,3 +324,31 @@ def test_inline_abm_commands_run(line, run_h5, in_fresh_dir, capsys):
         pytest.skip(err.strip())
     assert rc == 0, err[-2000:]
     assert len(set(in_fresh_dir.iterdir())) > 4, "the command wrote nothing"
+
+
+PYTHON_COMMAND = re.compile(r"\bpython (?:-m ([A-Za-z_][\w.]*)|([\w/.-]+\.py))")
+
+
+def python_commands() -> list:
+    out = []
+    for path in FILES:
+        for i, text in enumerate(path.read_text().splitlines(), 1):
+            for module, script in PYTHON_COMMAND.findall(text):
+                out.append(pytest.param(module, script, id=f"{path.relative_to(ROOT)}:{i}:{module or script}"))
+    return out
+
+
+@pytest.mark.parametrize(("module", "script"), python_commands())
+def test_python_commands_name_what_the_repository_has(module, script, monkeypatch):
+    """``python -m benchmarks``, ``python docs/make_model_table.py``, ...: the module or script (from the clone's
+    root) exists. (What they do is tested where they are: tests/test_docs.py runs make_model_table, the golden and
+    benchmark modules have their own tests.)"""
+    import importlib.util
+
+    if script:
+        # a script the page itself gives (a block opening with "# NAME.py") is the reader's to save
+        given = {b.code.split()[1] for b in BLOCKS if b.code.startswith("# ") and b.code.split()[1].endswith(".py")}
+        assert (ROOT / script).is_file() or script in given, script
+    else:
+        monkeypatch.syspath_prepend(str(ROOT))
+        assert importlib.util.find_spec(module) is not None, module
