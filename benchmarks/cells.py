@@ -5,7 +5,7 @@ Run ``python benchmarks/cells.py [--json PATH] [--quick]``.
 An *agent update* is one cell advanced by one step; throughput = (sum over timed steps of the live cells at the
 start of the step) / wall seconds. Two measures per case:
 
-- ``cells only``: the kernels of step 3-4 of a model step (SCIENCE.md s3) called directly in a loop -
+- ``cells only``: the kernels of step 3-4 of a model step (docs/model.md, section 3) called directly in a loop -
   :func:`abm.kernels.cells.step_cells`, :func:`recruit`, :func:`compact` - with the fields frozen at their state
   after warm-up (no IL-2 exchange fill, no solver, no observation);
 - ``full step``: ``model.step()`` (therapy, uptake/secretion, field solver for all 3 species, cells, recruitment,

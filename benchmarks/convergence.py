@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
             )
     verdict = "met" if ok else "NOT met"
     print(
-        f"\ntargets (default steps: AUC within {AUC_TARGET:.0%}, peak CTL within {CTL_TARGET:.0%} of the reference): {verdict}"
+        f"\ntargets (default steps: AUC within {AUC_TARGET:.0%}, peak CTL within {CTL_TARGET:.0%} of the "
+        f"reference): {verdict}"
     )
     return 0
 

@@ -1,4 +1,4 @@
-"""Each cell rule of SCIENCE.md s4 in isolation (abm.kernels.cells), on small lattices built by hand.
+"""Each cell rule of docs/model.md (section 7; brief s4) in isolation (abm.kernels.cells), on hand-built lattices.
 
 How: a fresh state (:func:`abm.state.initial_state` emptied), cells placed with :func:`abm.kernels.cells.spawn`,
 concentrations written directly into ``conc`` (the field solver is not run), and :func:`step_cells` called alone.

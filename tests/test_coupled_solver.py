@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NO_VESSELS = np.zeros(0, dtype=np.int64)
 H = 20.0
 
-# the single-cell case of issue 11 (SCIENCE.md defaults)
+# the single-cell case of issue 11 (the defaults of docs/model.md)
 D_IL2 = 6000.0  # um^2/min (100 um^2/s)
 DECAY_IL2 = 2.8e-5 * 60.0  # 1/min
 UPTAKE = 1.2  # 1/min, receptor uptake at the cell's site (first order at these levels)

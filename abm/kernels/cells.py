@@ -105,11 +105,14 @@ def scan_neighbours(site, occupancy, ctype, geo, free_out, tumour_out):
 
 @numba.njit(**JIT)
 def spawn(c, occupancy, site, kind, mhc):
-    """Append a cell of ``kind`` at a free ``site``; returns its index, or -1 when the arrays are full."""
+    """Append a cell of ``kind`` at a free ``site`` with the next id; returns its index, or -1 when the arrays are
+    full (no id is used then)."""
     i = c.n[0]
     if i >= c.ctype.shape[0]:
         return -1
     c.n[0] = i + 1
+    c.id[i] = c.next_id[0]
+    c.next_id[0] += 1
     c.ctype[i] = kind
     c.site[i] = site
     c.mhc[i] = mhc
@@ -130,7 +133,7 @@ def remove(c, occupancy, i):
 
 @numba.njit(**JIT)
 def compact(c, occupancy):
-    """Close the gaps left by dead cells, keeping order; update occupancy. O(n), no allocation."""
+    """Close the gaps left by dead cells, keeping order and ids; update occupancy. O(n), no allocation."""
     j = 0
     for i in range(c.n[0]):
         if c.ctype[i] != EMPTY:
@@ -142,6 +145,7 @@ def compact(c, occupancy):
                 c.kills[j] = c.kills[i]
                 c.timer_min[j] = c.timer_min[i]
                 c.exposure_min[j] = c.exposure_min[i]
+                c.id[j] = c.id[i]
                 occupancy[c.site[j]] = j
             j += 1
     for i in range(j, c.n[0]):
@@ -275,7 +279,7 @@ def _nk_step(i, t, geo, r, key, counters, sc):
     if il2 > nr.lak_threshold_pM:
         c.exposure_min[i] += r.dt_min
         if c.exposure_min[i] >= nr.lak_exposure_min:
-            c.ctype[i] = LAK
+            c.ctype[i] = LAK  # the same cell, so the same id
             c.kills[i] = 0
             c.age_min[i] = 0.0
             counters[LAK_CONVERSION] += 1

@@ -8,14 +8,22 @@ from abm.params.core import Group, P
 
 
 class LatticeParams(Group):
-    nx: int = P(200, "sites", "lattice sites along x", ge=1, le=4096, symbol="n_x", source="SCIENCE.md s2")
-    ny: int = P(200, "sites", "lattice sites along y", ge=1, le=4096, symbol="n_y", source="SCIENCE.md s2")
-    nz: int = P(1, "sites", "lattice sites along z (1 = a 2D run)", ge=1, le=4096, symbol="n_z", source="SCIENCE.md s2")
+    nx: int = P(200, "sites", "lattice sites along x", ge=1, le=4096, symbol="n_x", source="brief s2 (docs/model.md)")
+    ny: int = P(200, "sites", "lattice sites along y", ge=1, le=4096, symbol="n_y", source="brief s2 (docs/model.md)")
+    nz: int = P(
+        1,
+        "sites",
+        "lattice sites along z (1 = a 2D run)",
+        ge=1,
+        le=4096,
+        symbol="n_z",
+        source="brief s2 (docs/model.md)",
+    )
     spacing_um: float = P(
-        20.0, "um", "site spacing, one cell diameter", gt=0, le=200, symbol="h", source="SCIENCE.md s2"
+        20.0, "um", "site spacing, one cell diameter", gt=0, le=200, symbol="h", source="brief s2 (docs/model.md)"
     )
     boundary: Literal["closed", "periodic"] = P(
-        "closed", "-", "closed: no-flux fields, walls for cells; periodic: both wrap", source="SCIENCE.md s2"
+        "closed", "-", "closed: no-flux fields, walls for cells; periodic: both wrap", source="brief s2 (docs/model.md)"
     )
 
     @property
@@ -28,7 +36,7 @@ class LatticeParams(Group):
 
 
 class TimeParams(Group):
-    dt_min: float = P(10.0, "min", "agent step", gt=0, le=60, symbol="dt", source="SCIENCE.md s2")
+    dt_min: float = P(10.0, "min", "agent step", gt=0, le=60, symbol="dt", source="brief s2 (docs/model.md)")
     field_substeps: int = P(
         1, "-", "field solver sub-steps per agent step (accuracy; the scheme is stable at any dt)", ge=1, le=100
     )
