@@ -122,18 +122,34 @@ class ParamDist(Group):
         return self
 
     # ------------------------------------------------------------------------------------------ the marginal
-    def _base(self):
-        """The untruncated scipy distribution (on the logit scale for logitnormal)."""
+    # lognormal, normal and logitnormal are a normal distribution of y = log x, x, logit((x - a) / (b - a)): the
+    # density, the truncation window and the quantiles are computed on that scale (scipy.special's ndtr and ndtri;
+    # tests/test_cohort.py checks them against scipy.stats)
+    def _normal(self) -> tuple[float, float]:
+        """(mean, SD) of the normal variable y."""
         if self.dist == "lognormal":
-            return stats.lognorm(s=math.sqrt(math.log1p(self.cv**2)), scale=self.median)
+            return math.log(self.median), math.sqrt(math.log1p(self.cv**2))
         if self.dist == "normal":
-            return stats.norm(loc=self.mean, scale=self.sd)
+            return float(self.mean), float(self.sd)
+        a, b = self.support
+        return float(special.logit((self.median - a) / (b - a))), float(self.sd)
+
+    def _to_y(self, x: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if self.dist == "lognormal":
+                return np.log(x)
+            if self.dist == "logitnormal":
+                a, b = self.support
+                return special.logit(np.clip((x - a) / (b - a), 0.0, 1.0))
+        return x
+
+    def _from_y(self, y: np.ndarray) -> np.ndarray:
+        if self.dist == "lognormal":
+            return np.exp(y)
         if self.dist == "logitnormal":
             a, b = self.support
-            return stats.norm(loc=float(special.logit((self.median - a) / (b - a))), scale=self.sd)
-        if self.dist == "uniform":
-            return stats.uniform(loc=self.low, scale=self.high - self.low)
-        raise ValueError("a fixed value has no distribution")
+            return a + (b - a) * special.expit(y)
+        return y
 
     @property
     def support(self) -> tuple[float, float]:
@@ -151,21 +167,26 @@ class ParamDist(Group):
         """(F(low), F(high)) of the untruncated distribution: the truncation window in probability."""
         if self.dist in ("uniform", "logitnormal"):
             return 0.0, 1.0
-        d = self._base()
+        mu, sd = self._normal()
         lo, hi = self.support
-        return float(d.cdf(lo)) if math.isfinite(lo) else 0.0, float(d.cdf(hi)) if math.isfinite(hi) else 1.0
+        y = self._to_y(np.array([lo, hi], dtype=float))
+        f = special.ndtr((y - mu) / sd)
+        return (
+            float(f[0]) if lo > -math.inf and not (self.dist == "lognormal" and lo <= 0) else 0.0,
+            float(f[1]) if math.isfinite(hi) else 1.0,
+        )
 
     def ppf(self, u: np.ndarray) -> np.ndarray:
         """Quantiles of the (truncated) marginal at probabilities ``u`` in (0, 1)."""
         u = np.asarray(u, dtype=float)
         if self.dist == "fixed":
             return np.full(u.shape, float(self.value))
-        f_lo, f_hi = self._window()
-        x = self._base().ppf(f_lo + u * (f_hi - f_lo))
-        if self.dist == "logitnormal":
-            a, b = self.support
-            x = a + (b - a) * special.expit(x)
         lo, hi = self.support
+        if self.dist == "uniform":
+            return lo + u * (hi - lo)
+        f_lo, f_hi = self._window()
+        mu, sd = self._normal()
+        x = self._from_y(mu + sd * special.ndtri(f_lo + u * (f_hi - f_lo)))
         return np.clip(x, lo, hi)
 
     def logpdf(self, x: np.ndarray) -> np.ndarray:
@@ -175,15 +196,20 @@ class ParamDist(Group):
             return np.where(x == self.value, 0.0, -np.inf)
         lo, hi = self.support
         inside = (x >= lo) & (x <= hi)
+        if self.dist == "uniform":
+            return np.where(inside, -math.log(hi - lo), -np.inf)
+        mu, sd = self._normal()
+        f_lo, f_hi = self._window()
         with np.errstate(divide="ignore", invalid="ignore"):
-            if self.dist == "logitnormal":
+            y = self._to_y(x)
+            out = -0.5 * ((y - mu) / sd) ** 2 - math.log(sd * math.sqrt(2 * math.pi)) - math.log(f_hi - f_lo)
+            if self.dist == "lognormal":
+                out = out - y  # dy/dx = 1/x
+            elif self.dist == "logitnormal":
                 a, b = self.support
-                s = np.clip((x - a) / (b - a), 1e-300, 1 - 1e-16)
-                out = self._base().logpdf(special.logit(s)) - np.log((b - a) * s * (1 - s))
-            else:
-                f_lo, f_hi = self._window()
-                out = self._base().logpdf(x) - math.log(f_hi - f_lo)
-        return np.where(inside, out, -np.inf)
+                s_ = (x - a) / (b - a)
+                out = out - np.log((b - a) * s_ * (1 - s_))
+        return np.where(inside & np.isfinite(out), out, -np.inf)
 
     def centre(self) -> float:
         """The median of the marginal (its value at u = 1/2)."""
@@ -360,13 +386,15 @@ def key_id(key: str) -> int:
 
 
 def normal_scores(keys: Sequence[str], seed: int, patients: Sequence[int]) -> np.ndarray:
-    """Independent standard-normal scores, one per (patient, key), each from its own spawned stream."""
-    out = np.empty((len(patients), len(keys)))
+    """Independent standard-normal scores, one per (patient, key), each from its own spawned stream: 53 bits of
+    ``SeedSequence(seed, spawn_key=(patient, key_id(key)))`` as a uniform in (0, 1), through the normal quantile."""
+    bits = np.empty((len(patients), len(keys)), dtype=np.uint64)
+    ids = [key_id(k) for k in keys]
     for a, i in enumerate(patients):
-        for b, k in enumerate(keys):
-            ss = np.random.SeedSequence(int(seed), spawn_key=(int(i), key_id(k)))
-            out[a, b] = np.random.default_rng(ss).standard_normal()
-    return out
+        for b, kid in enumerate(ids):
+            bits[a, b] = np.random.SeedSequence(int(seed), spawn_key=(int(i), kid)).generate_state(1, np.uint64)[0]
+    u = ((bits >> np.uint64(11)).astype(float) + 0.5) * 2.0**-53
+    return stats.norm.ppf(u)
 
 
 def patient_seed(seed: int, patient: int) -> int:
@@ -415,14 +443,33 @@ def raw_values(cohort: CohortSpec, key: str, values: Mapping[str, float]) -> flo
 
 def check_cohort(cohort: CohortSpec, scenario: Any, source: str) -> None:
     """Every cohort key at its median and at its finite bounds (the others at their medians, relative parameters
-    multiplied out) is accepted by ``scenario`` (a Scenario). Raises ParameterError naming the source and key."""
+    multiplied out) is accepted by ``scenario`` (a Scenario). Raises ParameterError naming the source and key.
+
+    Three validations when all is well (every key at its median, at its lower bound, at its upper bound); only when
+    one fails is each key probed alone, to name it."""
     raw0 = {k: d.centre() for k, d in cohort.parameters.items()}
+
+    def bounds(d: ParamDist) -> list[float]:
+        return [b for b in d.support if math.isfinite(b) and d.dist in ("lognormal", "normal", "uniform")]
+
+    def values(raw: dict[str, float]) -> dict[str, float]:
+        return {q: raw[q] * (raw[e.relative_to] if e.relative_to else 1.0) for q, e in cohort.parameters.items()}
+
+    def ok(raw: dict[str, float]) -> bool:
+        try:
+            scenario.with_overrides(values=values(raw))
+        except ParameterError:
+            return False
+        return True
+
+    lows = {k: (bounds(d) or [raw0[k]])[0] for k, d in cohort.parameters.items()}
+    highs = {k: (bounds(d) or [raw0[k]])[-1] for k, d in cohort.parameters.items()}
+    if ok(raw0) and ok({**raw0, **lows}) and ok({**raw0, **highs}):
+        return
     for k, d in cohort.parameters.items():
-        probes = [raw0[k]] + [b for b in d.support if math.isfinite(b) and d.dist in ("lognormal", "normal", "uniform")]
-        for v in probes:
-            raw = {**raw0, k: v}
-            vals = {q: raw[q] * (raw[e.relative_to] if e.relative_to else 1.0) for q, e in cohort.parameters.items()}
+        for v in [raw0[k], *bounds(d)]:
             try:
-                scenario.with_overrides(values=vals)
+                scenario.with_overrides(values=values({**raw0, k: v}))
             except ParameterError as e:
                 raise ParameterError(f"{source}: key 'cohort.parameters.\"{k}\"' (draw {v:g}): {e}") from None
+    raise ParameterError(f"{source}: the cohort's parameters at their bounds together are refused by the scenario")
