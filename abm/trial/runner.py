@@ -232,6 +232,7 @@ def execute_patient(task: PatientTask) -> dict[str, Any]:
         summ = patient_summary(rep, summary, events)
         summ["seed"] = int(task.seed)
         summ["doses_scheduled"] = len(schedule)
+        summ["course_end_day"] = float(course_end)
         on_study = rep.stopped_day * 1440.0 if math.isfinite(rep.stopped_day) else math.inf
         summ["doses_due_on_study"] = sum(1 for d in schedule if d.time_min <= on_study + 1e-6)
         return {"run_id": task.run_id, "ok": True, "summary": summ, "elapsed_s": time.perf_counter() - t0}

@@ -243,7 +243,7 @@ class TrialSpec:
         tr = raw.get("trial", {})
         if not isinstance(tr, dict):
             raise ParameterError(f"{source}: key 'trial' must be a table ([trial])")
-        cname = tr.get("cohort", "default")
+        cname = (values or {}).get("trial.cohort", tr.get("cohort", "default"))
         if not isinstance(cname, str):
             raise ParameterError(f"{source}: key 'trial.cohort': wrong type (got {cname!r}); expected a string")
         try:
