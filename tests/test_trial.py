@@ -556,6 +556,41 @@ def test_pool_spec_is_the_calibration_arm_with_the_proposal():
     assert isinstance(p.cohort, CohortSpec)
 
 
+def threshold_patient(task) -> dict:
+    """A made-up patient whose confirmed response is a known function of its antigenicity: CR above 3, PR in
+    (1.5, 3], PD below."""
+    out = fake_patient(task)
+    a = dict(task.values)["patient.antigenicity"]
+    resp = "CR" if a > 3 else "PR" if a > 1.5 else "PD"
+    out["summary"] |= {"best_response": resp, "responder": resp != "PD", "dose_limiting_toxicity": False}
+    return out
+
+
+def test_calibrate_end_to_end_on_a_made_up_pool(tmp_path):
+    """The whole of abm calibrate (pool run into its store, read back, ML fit, bootstrap, fitted cohort TOML,
+    report and figure) on 300 made-up patients: the fitted cohort reproduces the clinic's CR and PR rates, its
+    interval holds the estimate, and the fitted TOML is a cohort a trial loads. Says nothing of the model."""
+    spec = TrialSpec.load(
+        "atkins1999_hd_il2", quick=True, values={"calibration.pool": 300, "calibration.bootstrap": 10}
+    )
+    out = tmp_path / "cal"
+    fit = calibrate.calibrate(spec, out, workers=0, progress=False, run_fn=threshold_patient, command="abm test")
+    assert fit["pool_n"] == 300
+    cr, pr, n = fit["targets"]["multinomial"][0]
+    assert fit["rates"]["cr_rate"] == pytest.approx(cr / n, abs=0.02)
+    assert fit["rates"]["pr_rate"] == pytest.approx(pr / n, abs=0.02)
+    for k, v in fit["theta"].items():
+        lo, hi = fit["theta_ci"][k]
+        assert lo <= v <= hi, k
+    assert (out / "calibration.png").stat().st_size > 0 and (out / "calibration.md").read_text()
+    assert json.loads((out / "calibration.json").read_text())["record"]["command"] == "abm test"
+    t = TrialSpec.load(tiny_trial(tmp_path), values={"trial.cohort": str(out / "fitted_cohort.toml")})
+    d = t.cohort.parameters["patient.antigenicity"]
+    assert d.median == pytest.approx(fit["theta"]["patient.antigenicity:median"])
+    with pytest.raises(ParameterError, match="pass --resume"):
+        calibrate.calibrate(spec, out, workers=0, progress=False, run_fn=threshold_patient)
+
+
 @pytest.mark.slow
 def test_calibrate_quick_end_to_end(tmp_path):
     out = tmp_path / "cal"

@@ -345,10 +345,12 @@ def calibrate(
     progress: bool = True,
     cohort_out: str | Path | None = None,
     command: str = "",
+    run_fn: Any = None,
 ) -> dict[str, Any]:
     """Simulate the pool (``out/pool``; ``resume`` finishes an interrupted one), fit, and write the fitted cohort,
-    ``calibration.json``, ``calibration.md`` and ``calibration.png`` into ``out``. Returns the fit."""
-    from abm.trial.runner import run_trial
+    ``calibration.json``, ``calibration.md`` and ``calibration.png`` into ``out``. Returns the fit. ``run_fn``
+    replaces the patient run (:func:`abm.trial.runner.execute_patient`; tests pass a made-up one)."""
+    from abm.trial.runner import execute_patient, run_trial
 
     if not isinstance(spec, TrialSpec):
         spec = TrialSpec.load(spec, quick=quick)
@@ -368,6 +370,7 @@ def calibrate(
         client=client,
         resume=resume and (pool_dir / "sweep.sqlite").exists(),
         progress=progress,
+        run_fn=run_fn or execute_patient,
     )
     pool = read_pool(pool_dir, spec)
     fit = fit_pool(spec, pool)
