@@ -44,13 +44,13 @@ class TumourParams(Group):
 
 class CTLParams(Group):
     recruit_per_vessel_per_day: float = P(
-        0.01,
+        0.3,
         "1/day",
         "CTL entry rate per vessel site at saturating tumour burden and saturating local chemokine",
         ge=0,
         le=100,
         symbol="r_CTL",
-        source="calibrated (untreated tumours escape)",
+        source="calibrated (docs/model.md 7.8): untreated tumours escape, high-dose IL-2 regresses them",
     )
     recruit_tumour_half_cells: float = P(
         1000.0, "cells", "tumour burden giving half-maximal CTL priming", gt=0, symbol="K_N", source="estimate"
@@ -156,13 +156,13 @@ class CTLParams(Group):
 
 class NKParams(Group):
     recruit_per_vessel_per_day: float = P(
-        0.005,
+        0.15,
         "1/day",
         "NK entry rate per vessel site at saturating local chemokine",
         ge=0,
         le=100,
         symbol="r_NK",
-        source="calibrated",
+        source="calibrated (docs/model.md 7.8): half the CTL rate, as before the chemokine",
     )
     il2_recruit_boost: float = P(
         4.0, "-", "maximal extra fold-recruitment driven by plasma IL-2", ge=0, le=1000, source="estimate"

@@ -120,10 +120,12 @@ def default_species() -> dict[str, SpeciesParams]:
                 "ctl": CellExchange(
                     uptake_per_min=1.2,
                     uptake_saturation=100.0,
-                    secretion_molecules_per_s=1.0,
+                    secretion_molecules_per_s=0.25,
                     secretes_when="activated",
                     source="uptake: 1e4 high-affinity receptors x k_on 1e7 /M/s; K_m an estimate (receptor turnover "
-                    "limits uptake); secretion calibrated within the estimated 1-10 molecules/s",
+                    "limits uptake); secretion calibrated (docs/model.md 7.8): below the 1-10 molecules/s estimated "
+                    "for acutely activated T cells, since chronically stimulated tumour-infiltrating CD8 T cells lose "
+                    "IL-2 production first (Wherry 2011) and in vivo secretion is transient (Sojka 2004)",
                 ),
                 "nk": CellExchange(
                     uptake_per_min=0.3,
@@ -152,7 +154,9 @@ def default_species() -> dict[str, SpeciesParams]:
             diffusion_um2_per_s=10.0,
             decay_per_s=math.log(2) / 3600.0,
             vessel_permeability_per_min=0.0,
-            scheme="coupled",  # immune uptake 0.1/min x dt 10 min = 1 where the effector cells gather
+            # split: tumour cells secrete it and do not take it up, so no cell absorbs its own secretion; immune
+            # uptake x dt is 1. benchmarks/convergence.py checks the outcome against 16 sub-steps.
+            scheme="split",
             description="CXCL10-like CXCR3 ligand (8.7 kDa), secreted by tumour cells (more under interferon), "
             "taken up by the effector cells that carry CXCR3; guides them in (vessels.chemokine). Free CXCL10 "
             "diffuses at about 100-150 um^2/s in water; binding to glycosaminoglycans slows it in tissue, here "
