@@ -281,12 +281,13 @@ def kernels_need_compiling() -> bool:
     compiled in this process and has no valid entry in Numba's on-disk cache (a fresh clone, or a kernel source
     edited since the cache was written). Loading cached kernels takes about a second; compiling them, tens of
     seconds."""
-    from abm.kernels import cells, exchange, fields, observe
+    from abm.kernels import cells, coupled, exchange, fields, observe
 
     names = {
-        cells: ("step_cells", "recruit", "compact", "tumour_centroid"),
+        cells: ("step_cells", "recruit", "compact", "count_of"),
         exchange: ("fill_exchange",),
         fields: ("react_sweep_x", "sweep_strided"),
+        coupled: ("solve",),
         observe: ("tumour_geometry", "field_stats"),
     }
     for module, kernels in names.items():
