@@ -12,7 +12,7 @@ class LatticeParams(Group):
     ny: int = P(200, "sites", "lattice sites along y", ge=1, le=4096, symbol="n_y", source="SCIENCE.md s2")
     nz: int = P(1, "sites", "lattice sites along z (1 = a 2D run)", ge=1, le=4096, symbol="n_z", source="SCIENCE.md s2")
     spacing_um: float = P(
-        20.0, "um", "site spacing, one cell diameter", gt=0, le=200, symbol="h", source="SCIENCE.md s2"
+        20.0, "um", "site spacing, one cell diameter", ge=1, le=200, symbol="h", source="SCIENCE.md s2"
     )
     boundary: Literal["closed", "periodic"] = P(
         "closed", "-", "closed: no-flux fields, walls for cells; periodic: both wrap", source="SCIENCE.md s2"
