@@ -357,9 +357,9 @@ class Checkpointer:
                 a["scenario_text"] = sc.text
                 a["resolved_json"] = json.dumps(sc.resolved(), sort_keys=True, allow_nan=True)
                 a["origin_json"] = json.dumps(getattr(sc, "origin", None), allow_nan=True)
-                a["out"] = str(self.out or "")
+                a["out"] = os.path.abspath(self.out) if self.out else ""  # a resume may start elsewhere
                 a["overwrite"] = bool(self.overwrite)
-                a["partial"] = str(partial or "")
+                a["partial"] = os.path.abspath(partial) if partial else ""
                 a["snapshot_every"] = int(traj.snapshot_every) if traj is not None else 0
                 a["checkpoint_every"] = int(self.every)
                 write_tree(f.create_group("model"), model, "model", MODEL_DERIVED)

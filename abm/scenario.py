@@ -119,6 +119,8 @@ def find_scenario(name: str | os.PathLike, relative_to: Path | None = None) -> P
     if isinstance(name, str) and ("\0" in name or not name.strip()):
         raise ParameterError(f"{name!r}: not a scenario name or path")
     p = Path(name)
+    if p.name in ("", ".", ".."):
+        raise ParameterError(f"{name}: names a directory, not a scenario file")
     candidates = [p]
     for d in search_path():
         candidates += [d / p, d / p.with_suffix(".toml")]
@@ -142,6 +144,8 @@ def find_parent(name: str, relative_to: Path) -> Path:
             f"{name}: an absolute path; inherits names a scenario relative to this file, or a name in "
             f"{', '.join(str(d) for d in search_path())}"
         )
+    if p.name in ("", ".", ".."):
+        raise ParameterError(f"{name}: names a directory; inherits names a .toml file")
     if p.suffix not in ("", ".toml"):
         raise ParameterError(f"{name}: inherits names a .toml file (got the suffix {p.suffix!r})")
     names = [p] if p.suffix == ".toml" else [p.with_name(p.name + ".toml"), p]

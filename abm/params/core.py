@@ -16,6 +16,7 @@ import difflib
 import json
 import math
 import os
+import re
 import stat
 import tomllib
 import types
@@ -426,12 +427,29 @@ def describe_error(err: dict[str, Any], slot: Slot | None) -> str:
     return err["msg"] + given_s
 
 
+_KEY_IN_TEXT = re.compile(r"\b[A-Za-z_]\w*(?:\.\w+)+")
+
+
+def _named_key(err: dict[str, Any], loc: Path_, model: type[BaseModel], where: Callable[[Path_], str]) -> Path_:
+    """A check across keys (a model validator) reports at its table; the key paths its message names say which
+    keys, and the one a layer set names the source (``--set patient.toxicity_hold_threshold=2``)."""
+    if err["type"] != "value_error":
+        return loc
+    found = [(*loc, *m.split(".")) for m in _KEY_IN_TEXT.findall(str(err.get("msg", "")))]
+    found = [p for p in found if slot_at(model, p) is not None]
+    if not found:
+        return loc
+    base = where(())
+    return next((p for p in found if where(p) != base), found[0])
+
+
 def format_validation_error(e: ValidationError, model: type[BaseModel], where: Callable[[Path_], str]) -> str:
     lines = []
     for err in e.errors():
         loc = tuple(str(p) for p in err["loc"])
-        key = ".".join(loc) or "(top level)"
-        lines.append(f"{where(loc)}: key '{key}': {describe_error(err, slot_at(model, loc))}")
+        at = _named_key(err, loc, model, where)
+        key = ".".join(at) or "(top level)"
+        lines.append(f"{where(at)}: key '{key}': {describe_error(err, slot_at(model, loc))}")
     return "\n".join(dict.fromkeys(lines))
 
 
