@@ -14,6 +14,7 @@ Counts: the default suite runs a few dozen examples of each; the ``slow`` tests 
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import math
@@ -124,7 +125,7 @@ values = st.one_of(
     st.booleans(),
     st.lists(st.integers(-10, 10), max_size=5),
     st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
-    st.just([{"drug": "il2"}]),
+    st.builds(lambda: [{"drug": "il2"}]),  # a fresh list each time: mutations must not share objects
 )
 
 
@@ -173,11 +174,11 @@ def mutated_scenario(draw):
             elif op == "rename" and isinstance(parent, dict):
                 parent[key + draw(st.sampled_from(["_", "s", "x", "²", " "]))] = parent.pop(key)
             elif op == "duplicate" and isinstance(parent, dict):
-                parent[draw(st.sampled_from(KEYS)).split(".")[-1]] = parent[key]
+                parent[draw(st.sampled_from(KEYS)).split(".")[-1]] = copy.deepcopy(parent[key])
             elif op == "extreme":
                 parent[key] = draw(st.sampled_from(EXTREME))
             else:
-                parent[key] = draw(values)
+                parent[key] = copy.deepcopy(draw(values))
         text = toml_doc(doc)
         if draw(st.booleans()):  # also set a valid key somewhere to an odd value
             k = draw(st.sampled_from(KEYS))
