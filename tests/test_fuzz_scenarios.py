@@ -455,6 +455,10 @@ def test_five_hundred_fuzzed_set_strings(scratch):
         (["--set", "lattice.spacing_um=1e-300"], "key 'lattice.spacing_um'"),
         (["--set", "scenario.name=../x"], "key 'scenario.name'"),
         (["--set", "ctl.kill_prob=nan"], "not a finite number"),
+        (  # a fuzzer find: an entry added by --set is named with its --set, not the file that set the table
+            ["--set", "species.il2.cells.i.uptake_per_min=0"],
+            "--set species.il2.cells.i.uptake_per_min=0: key 'species.il2.cells.i': unknown cell type 'i'",
+        ),
     ],
 )
 def test_the_issues_reproduced_defects_exit_2_naming_the_key(argv, needle):

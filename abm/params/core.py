@@ -428,6 +428,7 @@ def describe_error(err: dict[str, Any], slot: Slot | None) -> str:
 
 
 _KEY_IN_TEXT = re.compile(r"\b[A-Za-z_]\w*(?:\.\w+)+")
+_QUOTED = re.compile(r"'([^'.]+)'")
 
 
 def _named_key(err: dict[str, Any], loc: Path_, model: type[BaseModel], where: Callable[[Path_], str]) -> Path_:
@@ -435,10 +436,14 @@ def _named_key(err: dict[str, Any], loc: Path_, model: type[BaseModel], where: C
     keys, and the one a layer set names the source (``--set patient.toxicity_hold_threshold=2``)."""
     if err["type"] != "value_error":
         return loc
-    found = [(*loc, *m.split(".")) for m in _KEY_IN_TEXT.findall(str(err.get("msg", "")))]
+    msg = str(err.get("msg", ""))
+    found = [(*loc, *m.split(".")) for m in _KEY_IN_TEXT.findall(msg)]
     found = [p for p in found if slot_at(model, p) is not None]
     if not found:
-        return loc
+        # a check of a table's entries (``unknown cell type 'i'``) names the entry: when a later layer added it,
+        # that layer is the source, not the file that set the table
+        entries = [(*loc, m) for m in _QUOTED.findall(msg)]
+        return next((p for p in entries if where(p) != where(loc)), loc)
     base = where(())
     return next((p for p in found if where(p) != base), found[0])
 
