@@ -466,6 +466,19 @@ def test_the_issues_reproduced_defects_exit_2_naming_the_key(argv, needle):
     assert rc == 2 and needle in msg and "Traceback" not in msg, msg
 
 
+@pytest.mark.parametrize(
+    "s, needle",
+    [
+        ("pk.il2.iu_per_mg=0", "(--set pk.il2.iu_per_mg=0: key 'pk.il2.iu_per_mg' = 0 leaves the drug no IU units)"),
+        ("pk.il2.sc_absorption_half_life_min=0", "--set pk.il2.sc_absorption_half_life_min=0: key 'pk.il2.sc_"),
+    ],
+)
+def test_a_pk_key_that_takes_a_dose_unit_or_route_away_is_named(s, needle):
+    """A fuzzer find: the dose block is the file's, but the --set that removed its unit or route is named too."""
+    rc, msg = _cli(["check", "low_dose_sc_il2", "--set", s])
+    assert rc == 2 and "low_dose_sc_il2.toml: key 'regimen.doses.0'" in msg and needle in msg, msg
+
+
 def test_memory_refusal_quotes_the_estimate_and_the_machine():
     rc, msg = _cli(["check", "untreated", "--set", "init.cell_capacity=1000000000"])
     assert rc == 2

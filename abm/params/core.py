@@ -429,6 +429,7 @@ def describe_error(err: dict[str, Any], slot: Slot | None) -> str:
 
 _KEY_IN_TEXT = re.compile(r"\b[A-Za-z_]\w*(?:\.\w+)+")
 _QUOTED = re.compile(r"'([^'.]+)'")
+_WORD = re.compile(r"\b[A-Za-z_]\w*\b")
 
 
 def _named_key(err: dict[str, Any], loc: Path_, model: type[BaseModel], where: Callable[[Path_], str]) -> Path_:
@@ -440,10 +441,10 @@ def _named_key(err: dict[str, Any], loc: Path_, model: type[BaseModel], where: C
     found = [(*loc, *m.split(".")) for m in _KEY_IN_TEXT.findall(msg)]
     found = [p for p in found if slot_at(model, p) is not None]
     if not found:
-        # a check of a table's entries (``unknown cell type 'i'``) names the entry: when a later layer added it,
-        # that layer is the source, not the file that set the table
-        entries = [(*loc, m) for m in _QUOTED.findall(msg)]
-        return next((p for p in entries if where(p) != where(loc)), loc)
+        # a check of a table's members names them bare (``phase_fractions must have ...``, ``unknown cell type
+        # 'i'``): the one a later layer than the table's set (or added) names the source
+        named = [(*loc, m) for m in [*_QUOTED.findall(msg), *_WORD.findall(msg)]]
+        return next((p for p in named if where(p) != where(loc)), loc)
     base = where(())
     return next((p for p in found if where(p) != base), found[0])
 
