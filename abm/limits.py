@@ -311,12 +311,26 @@ def free_sites(params: Any) -> tuple[int, int]:
 
 
 def check_placement(scenario: Any) -> None:
-    """Refuse initial immune cells that some seed could not place (ParameterError naming the key)."""
-    init = scenario.params.init
+    """Refuse an initial tumour (a disc or ball of ``init.tumour_radius_um``) or initial immune cells that the cell
+    arrays cannot hold, and initial immune cells that some seed could not place (ParameterError naming the key)."""
+    params = scenario.params
+    init = params.init
     immune = int(init.ctl_cells) + int(init.nk_cells) + int(init.lak_cells)
-    if not immune:
+    cap = capacity(params)
+    if not immune and cap >= n_sites(params.lattice):
         return
-    _, free = free_sites(scenario.params)
+    n_t, free = free_sites(params)
+    if n_t + immune > cap:
+        # the key a layer above the scenario's own file set, so that a --set is named when it is the cause
+        keys = [("init", "cell_capacity"), ("init", "tumour_radius_um"), ("init", "tumour_cells")]
+        keys += [("init", k) for k in ("ctl_cells", "nk_cells", "lak_cells") if getattr(init, k)]
+        path = next((k for k in keys if scenario.source_of(k) != scenario.source_of(())), keys[0])
+        raise ParameterError(
+            f"{scenario.source_of(path)}: key '{'.'.join(path)}': the cell arrays hold init.cell_capacity = {cap:,} "
+            f"cells but {n_t:,} tumour cells (init.tumour_radius_um = {init.tumour_radius_um:g} um"
+            + (f", init.tumour_cells = {int(init.tumour_cells):,}" if init.tumour_cells > 0 else "")
+            + f") and {immune:,} immune cells start the run"
+        )
     if immune > free:
         key = max(("ctl_cells", "nk_cells", "lak_cells"), key=lambda k: getattr(init, k))
         zone = (

@@ -66,6 +66,21 @@ def test_placement_accepts_exactly_the_guaranteed_count():
         limits.check_placement(sc.with_overrides([f"init.ctl_cells={free + 1}"]))
 
 
+def test_a_tumour_disc_and_immune_cells_beyond_the_cell_capacity_are_refused():
+    """A fuzzer find: a disc tumour (init.tumour_radius_um) larger than init.cell_capacity failed only at
+    initialisation, and immune cells beyond it were dropped silently."""
+    sc = abm.Scenario.load("untreated", sets=SMALL)
+    n_t, _ = limits.free_sites(sc.params)
+    with pytest.raises(ParameterError, match=rf"--set init.cell_capacity=1: key 'init.cell_capacity'.* {n_t} tumour"):
+        limits.check_placement(sc.with_overrides(["init.cell_capacity=1"]))
+    exact = sc.with_overrides([f"init.cell_capacity={n_t + 5}", "init.ctl_cells=5"])
+    limits.check_placement(exact)
+    assert abm.Model(exact, seed=3).state.n_cells == n_t + 5  # every cell placed
+    need = rf"--set init.cell_capacity={n_t + 5}: key 'init.cell_capacity'.* 6 immune cells"
+    with pytest.raises(ParameterError, match=need):
+        limits.check_placement(exact.with_overrides(["init.ctl_cells=6"]))
+
+
 def test_memory_estimate_covers_the_state_and_refuses_above_the_machine():
     sc = abm.Scenario.load("untreated", sets=["lattice.nx=300", "lattice.ny=300"])
     est = limits.estimate_memory(sc)
