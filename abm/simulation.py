@@ -427,6 +427,8 @@ def resume(
     ck = _ckpt.read(path)
     out = ck.out
     if out is not None and out.exists() and not ck.overwrite:
+        if ck.complete:  # the checkpoint of the last step, kept: the run completed (a signal may have come after)
+            raise UsageError(f"{ck.path}: the run is complete (this checkpoint is its last step): {out}")
         raise UsageError(f"{out}: exists; the run of {ck.path} would replace it (it was started without overwrite)")
     every = checkpoint_every_min
     if every is None and ck.checkpoint_every:

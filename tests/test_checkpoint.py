@@ -138,6 +138,8 @@ def test_resume_from_an_interval_checkpoint_after_a_crash(tmp_path):
     assert_same_run(full, res)
     # asked-for checkpoints go on; the final one is kept (for a run from it)
     assert res.checkpoint == tmp_path / "c.ckpt.h5" and C.read(res.checkpoint).complete
+    with pytest.raises(UsageError, match="the run is complete"):  # nothing left to resume
+        resume(res.checkpoint)
 
 
 def test_model_from_checkpoint_continues_the_state_record(tmp_path):
@@ -248,7 +250,8 @@ def _interrupt_and_resume(tmp: Path, ref: Path, rng: random.Random, tally: dict[
     _, err = p.communicate(timeout=300)
     assert "Traceback" not in err and p.returncode != -signal.SIGSEGV, err
     ck = C.checkpoint_path(out)
-    if p.returncode == 0:
+    # a signal after the output's rename (the run complete, its last checkpoint kept) leaves nothing to resume
+    if p.returncode == 0 or (out.exists() and ck.exists() and C.read(ck).complete):
         tally["completed before the signal"] += 1
     elif not ck.exists():
         tally["stopped before its first checkpoint"] += 1
