@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -20,10 +21,10 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 # modules that add sub-commands; each imports only core dependencies at module level, so a failure to import one
 # is a real error, reported as such
-PLUGINS = ("abm.sweep.cli", "abm.viz.cli")
+PLUGINS = ("abm.sweep.cli", "abm.viz.cli", "abm.trial.cli")
 
 
-# optional packages and the extra of pyproject.toml that installs each
+# optional packages and the extra of pyproject.toml that installs each (from a clone: python -m pip install -e ".[X]")
 OPTIONAL_MODULES = {
     "SALib": "sweep",
     "pandas": "sweep",
@@ -282,15 +283,34 @@ def cmd_info(args) -> int:
     print(f"complete    {r.complete}  ({r.status})")
     print(f"scenario    {a.get('scenario_name', '?')}: {a.get('scenario_description', '')}")
     print(f"seed        {a.get('seed', '?')}    abm {a.get('abm_version', '?')}  git {a.get('git_hash') or '-'}")
+    overrides = a.get("overrides")
+    if overrides is None:
+        print(f"overrides   (not recorded by format {r.format_version})")
+    else:
+        print(f"overrides   {', '.join(overrides) if len(overrides) else 'none'}")
+    # the run's real length: the scenario's description may name the full schedule ("8 weeks") of a shorter run
+    t = r.time_min
+    simulated = t[-1] / 1440.0 if len(t) else 0.0
+    planned = a.get("days")
+    length = f"length      {simulated:.2f} days simulated"
+    if isinstance(planned, int | float):
+        length += f" of run.days = {planned:g}"
+        if overrides is not None and any(str(o).startswith("run.days=") for o in overrides):
+            length += " (set by --days or --set; the scenario description may describe a longer schedule)"
+    print(length)
     print(
         f"lattice     {nx} x {ny}" + (f" x {nz}" if nz > 1 else "") + f" sites of {r.spacing_um:g} um, "
         f"dt {r.dt_min:g} min"
     )
-    t = r.time_min
-    print(
-        f"time        {len(t)} observation rows, {t[-1] / 1440.0 if len(t) else 0:.2f} days; "
-        f"{r.n_snapshots} snapshots; {len(r.events)} events"
-    )
+    tables = f" with per-cell tables ({r.n_cell_frames})" if r.has_cells else ""
+    print(f"time        {len(t)} observation rows; {r.n_snapshots} snapshots{tables}; {len(r.events)} events")
+    versions = a.get("versions")
+    if isinstance(versions, str) and versions:
+        try:
+            vs = json.loads(versions)
+            print("versions    " + ", ".join(f"{k} {v}" for k, v in sorted(vs.items())))
+        except ValueError:
+            print(f"versions    {versions}")
     if r.summary:
         s = r.summary
         keys = (
@@ -308,7 +328,8 @@ def cmd_info(args) -> int:
         )
         for k in keys:
             if k in s:
-                print(f"  {k:26s} {s[k]}")
+                unit = r.summary_units.get(k, "")
+                print(f"  {k:26s} {s[k]}" + (f" {unit}" if unit not in ("", "1") else ""))
     return EXIT_OK
 
 
@@ -378,7 +399,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"abm {args.command}: failed: {e}", file=sys.stderr)
             return EXIT_FAILED
         print(
-            f"abm {args.command}: error: this needs the optional package '{top}': python -m pip install 'abm[{extra}]'",
+            f"abm {args.command}: error: this needs the optional package '{top}' (the extra '{extra}'): in the abm "
+            f'clone, python -m pip install -e ".[{extra}]"',
             file=sys.stderr,
         )
         return EXIT_USAGE

@@ -22,11 +22,12 @@ from abm import checkpoint as _checkpoint
 from abm import mesa_face
 from abm.field_solver import FieldSolver
 from abm.kernels import cells as K
+from abm.kernels import rng
 from abm.kernels.exchange import fill_exchange
 from abm.kernels.records import Scratch, StepKey
 from abm.observables import Observer, observable_specs
 from abm.params import Params
-from abm.rules import cell_rules, exchange_table, exchanged_species
+from abm.rules import cell_rules, exchange_table, exchanged_species, trafficking
 from abm.scenario import Scenario
 from abm.state import CELL_TYPES, initial_state
 
@@ -101,6 +102,8 @@ class Model(mesa_face.MesaModel):
             [p.species[s].decay_per_min for s in p.species_names],
             periodic=lat.periodic,
             substeps=p.time.field_substeps,
+            coupled=[p.species[s].scheme == "coupled" for s in p.species_names],
+            rtol=p.time.field_rtol,
         )
         self.species = p.species_names
         self._permeability = np.array([p.species[s].vessel_permeability_per_min for s in self.species])
@@ -117,10 +120,10 @@ class Model(mesa_face.MesaModel):
             free=np.zeros(n_offs, dtype=np.int64),
             tumour=np.zeros(n_offs, dtype=np.int64),
             weight=np.zeros(n_offs, dtype=np.float64),
+            vessel_weight=np.zeros(max(1, self.state.vessels.shape[0]), dtype=np.float64),
         )
         self.counters = K.empty_counters()
-        self.migration_target = np.full(3, np.nan)  # site coordinates that bias migration (nan: none)
-        self.n_tumour = 0  # tumour cells at the start of the current step (drives CTL priming)
+        self.n_tumour = K.count_of(self.state.cells, K.TUMOUR)  # at the start of the current step (CTL priming)
         self.observer = Observer(p, lat)
         self.observable_specs = observable_specs(p)
         self.observable_units = {o.name: o.units for o in self.observable_specs}
@@ -161,15 +164,20 @@ class Model(mesa_face.MesaModel):
         key = StepKey(np.uint64(self.seed), np.int64(self.step_index))
         self.counters[:] = 0
         self.doses_given = self.doses_held = 0
+        self.n_tumour = K.count_of(s.cells, K.TUMOUR)
         # 1. therapy: plasma levels over this step, doses (or holds), adoptive transfer
+        lak_dose = 0.0
         if self.therapy is not None:
             ts = self.therapy.advance(self.step_index)
             self.plasma[:] = ts.plasma
             self.toxicity = ts.toxicity
             self.doses_given, self.doses_held = ts.doses_given, ts.doses_held
             self.events.extend(ts.events)
-            if ts.lak_cells > 0:
-                K.transfer_lak(t, self.geometry, int(ts.lak_cells), key, self.counters, self.scratch)
+            lak_dose = ts.lak_cells
+        tr = self.trafficking()
+        if lak_dose > 0:
+            n = self.lesion_share(lak_dose, key)
+            K.transfer_lak(t, self.geometry, n, tr, key, self.counters, self.scratch)
         # 2. fields: cells set uptake and secretion, then exchange with plasma, decay, diffusion
         for row in self._exchanged:
             s.uptake[row] = 0.0
@@ -177,17 +185,16 @@ class Model(mesa_face.MesaModel):
         fill_exchange(t, self.exchange)
         self.solver.step(s.conc, s.uptake, s.source, s.vessels, self._permeability, self.plasma)
         # 3. cells, in a seeded random order
-        self.n_tumour = K.tumour_centroid(s.cells, self.geometry, self.migration_target)
-        K.step_cells(t, self.geometry, self.rules, self.migration_target, key, self.counters, self.scratch)
-        # 4. recruitment at vessels
-        p_ctl, p_nk = self.recruitment_probabilities()
-        K.recruit(t, self.geometry, p_ctl, p_nk, key, self.counters, self.scratch)
+        K.step_cells(t, self.geometry, self.rules, key, self.counters, self.scratch)
+        # 4. recruitment at vessels, where the lesion's chemokine is
+        K.recruit(t, self.geometry, tr, key, self.counters, self.scratch)
         K.compact(s.cells, s.occupancy)
         self.step_index += 1
 
-    def recruitment_probabilities(self) -> tuple[float, float]:
-        """Per-vessel probabilities of a CTL and an NK entry this step (docs/model.md, recruitment), from the tumour
-        count at the start of the step and this step's plasma IL-2."""
+    def recruitment_rates_per_day(self) -> tuple[float, float]:
+        """Per-vessel CTL and NK entry rates (1/day) at saturating local chemokine, from the whole-patient drivers
+        (docs/model.md, recruitment): tumour antigen primes CTL (the tumour count at the start of the step),
+        plasma IL-2 expands both pools. The local factor c / (c + K_rec) at each vessel is applied in the kernel."""
         p = self.params
         n_t = float(self.n_tumour)
         cp = self.plasma[self.rules.species.il2]
@@ -203,8 +210,20 @@ class Model(mesa_face.MesaModel):
             * p.patient.nk_recruitment_scale
             * (1.0 + p.nk.il2_recruit_boost * cp / (cp + p.nk.il2_recruit_half_pM))
         )
-        dt_day = self.dt_min / 1440.0
-        return float(-np.expm1(-ctl * dt_day)), float(-np.expm1(-nk * dt_day))
+        return float(ctl), float(nk)
+
+    def trafficking(self):
+        """This step's :data:`~abm.kernels.records.Trafficking` record."""
+        return trafficking(self.params, *self.recruitment_rates_per_day())
+
+    def lesion_share(self, dose_cells: float, key) -> int:
+        """LAK cells of an infusion of ``dose_cells`` that reach this lesion: dose x lak.homing_fraction x (lesion
+        tumour cells / patient.tumour_burden_cells), rounded up or down at random (keyed by the step)."""
+        p = self.params
+        x = dose_cells * p.lak.homing_fraction * self.n_tumour / p.patient.tumour_burden_cells
+        whole = int(x)
+        frac = x - whole
+        return whole + int(frac > 0 and rng.uniform(key.seed, key.step, 0, rng.TRANSFER_ROUND) < frac)
 
     # ---------------------------------------------------------------------------------------- observation
     def observe(self) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""Observables: what is measured every step (SCIENCE.md s6) and the per-run outcome (RECIST-like).
+"""Observables: what is measured every step (docs/model.md, section 4) and the per-run outcome (RECIST-like).
 
 The per-step schema is declared up front from the parameters (:func:`observable_specs`), so an output file's
 layout is fixed before the first step. :func:`run_outcome` works on plain arrays and so applies equally to a model

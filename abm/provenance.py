@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import platform
 import subprocess
+import tomllib
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,26 @@ LIBRARIES = ("numpy", "numba", "llvmlite", "scipy", "h5py", "pydantic", "mesa")
 """Libraries whose versions are recorded (they can change numbers or file layout)."""
 
 
+DIST_NAME = "abm-immuno"
+"""The distribution name (pyproject.toml ``[project] name``); the package imports as ``abm``. The name ``abm`` on
+the public package index belongs to an unrelated project."""
+
+
+@functools.cache
 def abm_version() -> str:
+    """The version of the abm that is running: the source tree's pyproject.toml when abm runs from a clone (installed
+    editable or not, so a tree imported through ``PYTHONPATH`` reports its own version), else the installed
+    distribution's metadata, else ``0.0.0+unknown``."""
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
     try:
-        return version("abm")
-    except PackageNotFoundError:  # running from a source tree that is not installed
+        project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {})
+        if project.get("name") == DIST_NAME and project.get("version"):
+            return str(project["version"])
+    except (OSError, ValueError):
+        pass
+    try:
+        return version(DIST_NAME)
+    except PackageNotFoundError:
         return "0.0.0+unknown"
 
 

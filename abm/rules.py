@@ -9,7 +9,7 @@ import numpy as np
 
 from abm.kernels import cells as K
 from abm.kernels.exchange import GATE_ACTIVATED, GATE_ALWAYS
-from abm.kernels.records import ExchangeTable, SpeciesIndex
+from abm.kernels.records import ExchangeTable, SpeciesIndex, Trafficking
 from abm.params import Params
 from abm.units import molecules_to_conc
 
@@ -40,7 +40,8 @@ CTLRules = namedtuple(
     [
         "death_prob_per_step",  # from ctl.lifespan_days
         "moves_per_step",  # ctl.speed_um_per_min * dt / h
-        "tumour_bias",
+        "chemotaxis_sensitivity",
+        "chemokine_receptor_kd_pM",
         "kill_prob",
         "max_kills",
         "secretion_window_min",  # ctl.secretion_window_h
@@ -57,7 +58,8 @@ NKRules = namedtuple(
     [
         "death_prob_per_step",  # from nk.lifespan_days
         "moves_per_step",
-        "tumour_bias",
+        "chemotaxis_sensitivity",
+        "chemokine_receptor_kd_pM",
         "kill_prob",
         "max_kills",
         "baseline_activation",
@@ -73,7 +75,8 @@ LAKRules = namedtuple(
     [
         "death_prob_per_step",  # from lak.lifespan_days
         "moves_per_step",
-        "tumour_bias",
+        "chemotaxis_sensitivity",
+        "chemokine_receptor_kd_pM",
         "kill_prob",
         "max_kills",
         "withdrawal_threshold_pM",
@@ -92,7 +95,8 @@ def _p(rate_per_min: float, dt: float) -> float:
 
 def species_index(p: Params) -> SpeciesIndex:
     names = p.species_names
-    return SpeciesIndex(il2=names.index("il2"), ifna=names.index("ifna"), drug=names.index("drug"))
+    chem = names.index(p.vessels.chemokine) if p.vessels.chemokine else -1
+    return SpeciesIndex(il2=names.index("il2"), ifna=names.index("ifna"), drug=names.index("drug"), chemokine=chem)
 
 
 def cell_rules(p: Params) -> CellRules:
@@ -112,7 +116,8 @@ def cell_rules(p: Params) -> CellRules:
     ctl = CTLRules(
         death_prob_per_step=_p(1.0 / (p.ctl.lifespan_days * day), dt),
         moves_per_step=p.ctl.speed_um_per_min * dt / h,
-        tumour_bias=p.ctl.tumour_bias,
+        chemotaxis_sensitivity=p.ctl.chemotaxis_sensitivity,
+        chemokine_receptor_kd_pM=p.ctl.chemokine_receptor_kd_pM,
         kill_prob=p.ctl.kill_prob,
         max_kills=p.ctl.max_kills,
         secretion_window_min=p.ctl.secretion_window_h * 60.0,
@@ -125,7 +130,8 @@ def cell_rules(p: Params) -> CellRules:
     nk = NKRules(
         death_prob_per_step=_p(1.0 / (p.nk.lifespan_days * day), dt),
         moves_per_step=p.nk.speed_um_per_min * dt / h,
-        tumour_bias=p.nk.tumour_bias,
+        chemotaxis_sensitivity=p.nk.chemotaxis_sensitivity,
+        chemokine_receptor_kd_pM=p.nk.chemokine_receptor_kd_pM,
         kill_prob=p.nk.kill_prob,
         max_kills=p.nk.max_kills,
         baseline_activation=p.nk.baseline_activation,
@@ -137,7 +143,8 @@ def cell_rules(p: Params) -> CellRules:
     lak = LAKRules(
         death_prob_per_step=_p(1.0 / (p.lak.lifespan_days * day), dt),
         moves_per_step=p.lak.speed_um_per_min * dt / h,
-        tumour_bias=p.lak.tumour_bias,
+        chemotaxis_sensitivity=p.lak.chemotaxis_sensitivity,
+        chemokine_receptor_kd_pM=p.lak.chemokine_receptor_kd_pM,
         kill_prob=p.lak.kill_prob,
         max_kills=p.lak.max_kills,
         withdrawal_threshold_pM=p.lak.withdrawal_threshold_pM,
@@ -153,23 +160,43 @@ def exchange_table(p: Params) -> ExchangeTable:
     up = np.zeros(shape)
     km = np.ones(shape)
     sec = np.zeros(shape)
+    ind = np.zeros(shape)
+    inducer = np.full(shape, -1, dtype=np.int64)
+    ind_half = np.ones(shape)
     gate = np.zeros(shape, dtype=np.int8)
     h = p.lattice.spacing_um
     for j, sp in enumerate(names):
         spec = p.species[sp]
+        per_molecule_s = 60.0 * molecules_to_conc(h, spec.units)  # molecules/s into one site -> conc/min
         for cell_type, ex in spec.cells.items():
             t = TYPE_CODES[cell_type]
             up[t, j] = ex.uptake_per_min
             km[t, j] = ex.uptake_saturation
-            sec[t, j] = ex.secretion_molecules_per_s * 60.0 * molecules_to_conc(h, spec.units)
+            sec[t, j] = ex.secretion_molecules_per_s * per_molecule_s
+            if ex.induced_by and ex.induced_secretion_molecules_per_s > 0:
+                ind[t, j] = ex.induced_secretion_molecules_per_s * per_molecule_s
+                inducer[t, j] = names.index(ex.induced_by)
+                ind_half[t, j] = ex.induction_half_conc
             gate[t, j] = GATE_ACTIVATED if ex.secretes_when == "activated" else GATE_ALWAYS
     max_kills = np.zeros(K.N_TYPES, dtype=np.int64)
     max_kills[K.CTL] = p.ctl.max_kills
     max_kills[K.NK] = p.nk.max_kills
     max_kills[K.LAK] = p.lak.max_kills
-    active = (up > 0) | (sec > 0)
+    active = (up > 0) | (sec > 0) | (ind > 0)
     rows = np.flatnonzero(active.any(axis=0)).astype(np.int64)
-    return ExchangeTable(up, km, sec, gate, max_kills, rows, active.any(axis=1))
+    return ExchangeTable(up, km, sec, ind, inducer, ind_half, gate, max_kills, rows, active.any(axis=1))
+
+
+def trafficking(p: Params, ctl_per_day: float, nk_per_day: float) -> Trafficking:
+    """This step's entry record from the per-vessel rates (1/day, whole-patient drivers applied)."""
+    sp = species_index(p)
+    return Trafficking(
+        ctl_per_min=ctl_per_day / MIN_PER_DAY,
+        nk_per_min=nk_per_day / MIN_PER_DAY,
+        dt_min=p.time.dt_min,
+        chemokine=sp.chemokine,
+        half_conc=p.vessels.recruitment_half_pM,
+    )
 
 
 def exchanged_species(table: ExchangeTable) -> list[int]:

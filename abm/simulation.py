@@ -34,8 +34,9 @@ from abm.reporters import ProgressReporter, RecorderReporter, TrajectoryReporter
 from abm.scenario import Scenario
 from abm.state import CELL_TYPES
 
-NEEDS = frozenset({"observables", "snapshot", "events", "counts"})
-"""What a frame can carry: every observable, a lattice + fields snapshot, the events so far, the cell counts."""
+NEEDS = frozenset({"observables", "snapshot", "events", "counts", "cells"})
+"""What a frame can carry: every observable, a lattice + fields snapshot, the events so far, the cell counts, the
+cells (copies of the live part of every per-cell array: ``id``, ``ctype``, ``site``, ``mhc``, ...)."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,8 @@ class Frame:
     snapshot: Snapshot | None = None
     events: tuple[dict[str, Any], ...] | None = None
     counts: Mapping[str, int] | None = None
+    #: every per-cell array of :data:`abm.kernels.records.CellArrays` (live cells only, copies), by field name
+    cells: Mapping[str, np.ndarray] | None = None
 
     @property
     def time_day(self) -> float:
@@ -155,7 +158,12 @@ def make_frame(model: Any, needs: Iterable[str]) -> Frame:
         )
     events = tuple(model.events) if "events" in needs else None
     counts = model.counts() if "counts" in needs else None
-    return Frame(model.step_index, model.time_min, obs, snap, events, counts)
+    cells = None
+    if "cells" in needs:
+        c = model.state.cells
+        n = int(c.n[0])
+        cells = {name: np.array(getattr(c, name)[:n]) for name in c._fields if name not in ("n", "next_id")}
+    return Frame(model.step_index, model.time_min, obs, snap, events, counts, cells)
 
 
 class Simulation:

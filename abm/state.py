@@ -1,9 +1,9 @@
 """Simulation state: structure-of-arrays cells, occupancy, vessels and fields, and their initialisation.
 
 Memory per lattice site (all preallocated, nothing grows during a run): occupancy int32 (4 B), per-cell arrays at
-capacity = sites (type 1 + site 4 + MHC 4 + age 4 + kills 2 + timer 4 + exposure 4 = 23 B), fields float64 per
-species (8 B) plus uptake and secretion float32 (8 B): about 75 B per site with 3 species, so a 200^3 lattice
-(8e6 sites) needs about 600 MB.
+capacity = sites (type 1 + site 4 + MHC 4 + age 4 + kills 2 + timer 4 + exposure 4 + id 8 = 31 B), fields float64
+per species (8 B) plus uptake and secretion float32 (8 B): about 83 B per site with 3 species, so a 200^3 lattice
+(8e6 sites) needs about 660 MB.
 """
 
 from __future__ import annotations
@@ -67,7 +67,9 @@ def _alloc_cells(capacity: int) -> CellArrays:
         kills=np.zeros(capacity, np.int16),
         timer_min=np.zeros(capacity, np.float32),
         exposure_min=np.zeros(capacity, np.float32),
+        id=np.zeros(capacity, np.int64),
         n=np.zeros(1, np.int64),
+        next_id=np.zeros(1, np.int64),
     )
 
 
@@ -103,8 +105,10 @@ def initial_state(p: Params, seed: int) -> SimState:
     cells.ctype[:n_t] = K.TUMOUR
     cells.site[:n_t] = tumour_sites
     cells.mhc[:n_t] = p.patient.mhc_baseline
+    cells.id[:n_t] = np.arange(n_t, dtype=np.int64)  # the initial tumour cells are 0..n_t-1, in site order
     occ[tumour_sites] = np.arange(n_t, dtype=np.int32)
     cells.n[0] = n_t
+    cells.next_id[0] = n_t
 
     immune = [(K.CTL, p.init.ctl_cells), (K.NK, p.init.nk_cells), (K.LAK, p.init.lak_cells)]
     total_immune = sum(n for _, n in immune)

@@ -5,7 +5,7 @@ Run ``python benchmarks/cells.py [--json PATH] [--quick]``.
 An *agent update* is one cell advanced by one step; throughput = (sum over timed steps of the live cells at the
 start of the step) / wall seconds. Two measures per case:
 
-- ``cells only``: the kernels of step 3-4 of a model step (SCIENCE.md s3) called directly in a loop -
+- ``cells only``: the kernels of step 3-4 of a model step (docs/model.md, section 3) called directly in a loop -
   :func:`abm.kernels.cells.step_cells`, :func:`recruit`, :func:`compact` - with the fields frozen at their state
   after warm-up (no IL-2 exchange fill, no solver, no observation);
 - ``full step``: ``model.step()`` (therapy, uptake/secretion, field solver for all 3 species, cells, recruitment,
@@ -72,8 +72,7 @@ def _cells_only(m: abm.Model, steps: int) -> tuple[float, int]:
     """Time ``steps`` calls of step_cells + recruit + compact on the model's state; (seconds, agent updates)."""
     s = m.state
     counters = K.empty_counters()
-    K.tumour_centroid(s.cells, m.geometry, m.migration_target)
-    p_ctl, p_nk = m.recruitment_probabilities()
+    tr = m.trafficking()
     updates = 0
     k0 = m.step_index
     t0 = time.perf_counter()
@@ -81,8 +80,8 @@ def _cells_only(m: abm.Model, steps: int) -> tuple[float, int]:
         updates += int(s.cells.n[0])
         counters[:] = 0
         key = StepKey(np.uint64(m.seed), np.int64(k))
-        K.step_cells(s.tissue, m.geometry, m.rules, m.migration_target, key, counters, m.scratch)
-        K.recruit(s.tissue, m.geometry, p_ctl, p_nk, key, counters, m.scratch)
+        K.step_cells(s.tissue, m.geometry, m.rules, key, counters, m.scratch)
+        K.recruit(s.tissue, m.geometry, tr, key, counters, m.scratch)
         K.compact(s.cells, s.occupancy)
     return time.perf_counter() - t0, updates
 
@@ -99,7 +98,7 @@ def _full(m: abm.Model, steps: int) -> tuple[float, int]:
 def bench_case(name: str, sets: list[str], threads: int, steps: int, warmup: int) -> dict:
     numba.set_num_threads(threads)
     m = abm.Model(sets=sets, seed=1)
-    m.plasma[:] = [200.0, 10.0, 0.0]  # some IL-2 and IFN-alpha so every rule branch runs
+    m.plasma[:3] = [200.0, 10.0, 0.0]  # some IL-2 and IFN-alpha so every rule branch runs
     for _ in range(warmup):
         m.step()
     n_cells = m.state.n_cells

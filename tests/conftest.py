@@ -18,8 +18,12 @@ SHIPPED = (
     "il2_ifna",
     "il2_ifna_5fu",
     "lak_il2",
+    "il2_ci",
+    "ifna_negrier",
+    "il2_ifna_ci",
 )
-"""The eight scenarios the project ships (scenarios/*.toml)."""
+"""The scenarios the project ships (scenarios/*.toml): the eight regimens of docs/model.md, brief s5 and the three the
+Negrier 1998 virtual trial needs (continuous-infusion IL-2, IFN-alpha 18 MIU, both)."""
 
 TINY_RUN_SNAPSHOT_MIN = 360.0
 """Snapshot interval of the shared ``tiny_run`` file, minutes."""

@@ -80,12 +80,11 @@ def tumour_geometry(occupancy, ctype, shape_xyz, periodic, min_neighbours, direc
     return len(every), caliper(every, shape_xyz, directions), caliper(lesion, shape_xyz, directions)
 
 
-def centroid(ctype, site, n, shape_xyz) -> tuple[int, tuple[float, float, float]]:
-    nx, ny, _ = shape_xyz
-    pts = [(s % nx, (s // nx) % ny, s // (nx * ny)) for s, t in zip(site[:n], ctype[:n], strict=True) if t == TUMOUR]
-    if not pts:
-        return 0, (math.nan, math.nan, math.nan)
-    return len(pts), tuple(float(np.mean([p[k] for p in pts])) for k in range(3))
+def move_weights(site: int, free: list[int], conc_row: np.ndarray, chi: float, kd: float) -> np.ndarray:
+    """Chemotactic move probabilities over the free neighbours: exp(chi (rho_s - rho_here)), rho = c / (c + kd)."""
+    rho = lambda c: c / (c + kd)  # noqa: E731
+    w = np.array([math.exp(chi * (rho(conc_row[s]) - rho(conc_row[site]))) for s in free])
+    return w / w.sum()
 
 
 def exchange(cells, conc, table) -> tuple[np.ndarray, np.ndarray]:
@@ -102,6 +101,9 @@ def exchange(cells, conc, table) -> tuple[np.ndarray, np.ndarray]:
             if k > 0:
                 uptake[sp, s] = k / (1.0 + conc[sp, s] / table.uptake_saturation[kind, sp])
             q = table.secretion_per_min[kind, sp]
+            if table.induced_per_min[kind, sp] > 0:
+                f = conc[table.inducer[kind, sp], s]
+                q = q + table.induced_per_min[kind, sp] * f / (f + table.induction_half[kind, sp])
             activated = cells.timer_min[i] > 0 and cells.kills[i] < table.max_kills[kind]
             if q > 0 and (table.gate[kind, sp] == 0 or activated):
                 source[sp, s] = q

@@ -1,4 +1,4 @@
-"""Each cell rule of SCIENCE.md s4 in isolation (abm.kernels.cells), on small lattices built by hand.
+"""Each cell rule of docs/model.md (section 7; brief s4) in isolation (abm.kernels.cells), on hand-built lattices.
 
 How: a fresh state (:func:`abm.state.initial_state` emptied), cells placed with :func:`abm.kernels.cells.spawn`,
 concentrations written directly into ``conc`` (the field solver is not run), and :func:`step_cells` called alone.
@@ -77,8 +77,8 @@ class Bench:
             np.zeros(n_offs, dtype=np.int64),
             np.zeros(n_offs, dtype=np.int64),
             np.zeros(n_offs, dtype=np.float64),
+            np.zeros(1, dtype=np.float64),
         )
-        self.centroid = np.full(3, np.nan)
 
     def put(self, x: int, y: int, kind: int, mhc: float | None = None, z: int = 0) -> int:
         site = int(self.lat.index(x, y, z))
@@ -93,7 +93,7 @@ class Bench:
         s = self.state
         counters = K.empty_counters()
         key = StepKey(np.uint64(self.seed), np.int64(self.k))
-        K.step_cells(s.tissue, self.geo, self.rules, self.centroid, key, counters, self.scratch)
+        K.step_cells(s.tissue, self.geo, self.rules, key, counters, self.scratch)
         K.compact(s.cells, s.occupancy)
         self.k += 1
         assert K.check_consistency(s.cells, s.occupancy) == 0
@@ -418,6 +418,147 @@ def test_drug_in_block_kills_rim_first():
     assert alive[7:13, 7:13].sum() > 0  # deep core: survives a step
 
 
+# ------------------------------------------------------------------------------------ chemotaxis and trafficking
+def _occupancy_gradient(b: Bench, kd: float, rho0: float, slope: float) -> None:
+    """A chemokine field whose receptor occupancy rho = c / (c + kd) rises linearly along x: rho0 + slope x."""
+    x, _, _ = b.lat.coords(np.arange(b.lat.n_sites))
+    rho = rho0 + slope * x
+    b.state.conc[b.rules.species.chemokine, :] = kd * rho / (1.0 - rho)
+
+
+def _isolated(b: Bench, kind: int, spacing: int = 3) -> int:
+    n = 0
+    for y in range(2, b.lat.ny - 2, spacing):
+        for x in range(2, b.lat.nx - 2, spacing):
+            b.put(x, y, kind)
+            n += 1
+    return n
+
+
+@pytest.mark.parametrize("kind", [K.CTL, K.NK, K.LAK], ids=["ctl", "nk", "lak"])
+def test_chemotaxis_moves_up_the_receptor_occupancy_gradient(kind):
+    """One move per step (v dt = h) among 8 free neighbours, weights exp(chi (rho' - rho)): with rho rising by b per
+    site along x the three +x neighbours each weigh e^(chi b), the three -x ones e^(-chi b), the two others 1."""
+    name = {K.CTL: "ctl", K.NK: "nk", K.LAK: "lak"}[kind]
+    chi, kd, slope = 20.0, 500.0, 0.01
+    moved_up = moves = 0
+    for seed in (1, 2, 3):
+        b = Bench(64, 64, sets=[f"{name}.speed_um_per_min=2", f"{name}.chemotaxis_sensitivity={chi}"], seed=seed)
+        _occupancy_gradient(b, kd, 0.2, slope)
+        n = _isolated(b, kind)
+        x0 = b.lat.coords(b.state.cells.site[:n])[0].astype(int)
+        b.step()
+        dx = b.lat.coords(b.state.cells.site[:n])[0].astype(int) - x0
+        moved_up += int(np.count_nonzero(dx == 1))
+        moves += n
+    e = np.exp(chi * slope)
+    p_up = 3 * e / (3 * e + 2 + 3 / e)
+    assert_rate(moved_up, moves, p_up, "moves up the gradient")
+    assert_not_rate(moved_up, moves, 3 / 8, "chemotaxis must bias moves")
+
+
+def test_no_gradient_or_no_sensitivity_is_an_unbiased_walk():
+    """Uniform chemokine (or chi = 0 in a gradient): each of the 8 neighbours with probability 1/8."""
+    for sets, gradient in ((["ctl.chemotaxis_sensitivity=20"], False), (["ctl.chemotaxis_sensitivity=0"], True)):
+        up = moves = 0
+        for seed in (1, 2):
+            b = Bench(64, 64, sets=["ctl.speed_um_per_min=2", *sets], seed=seed)
+            if gradient:
+                _occupancy_gradient(b, 500.0, 0.2, 0.005)
+            else:
+                b.set_conc("chemokine", 300.0)
+            n = _isolated(b, K.CTL)
+            x0 = b.lat.coords(b.state.cells.site[:n])[0].astype(int)
+            b.step()
+            up += int(np.count_nonzero(b.lat.coords(b.state.cells.site[:n])[0].astype(int) - x0 == 1))
+            moves += n
+        assert_rate(up, moves, 3 / 8, f"unbiased walk {sets}")
+
+
+def _vessel_bench(n_side: int, level_of) -> tuple[Bench, np.ndarray, np.ndarray]:
+    """Vessels every third site (so their neighbourhoods do not overlap), chemokine level_of(i) at the i-th."""
+    b = Bench(n_side, n_side)
+    sites = []
+    for y in range(1, n_side - 1, 3):
+        for x in range(1, n_side - 1, 3):
+            sites.append(int(b.lat.index(x, y)))
+    vessels = np.array(sites, dtype=np.int64)
+    b.state.occupancy[vessels] = K.VESSEL
+    levels = np.array([level_of(i) for i in range(vessels.size)])
+    b.state.conc[b.rules.species.chemokine, vessels] = levels
+    return b, vessels, levels
+
+
+def test_recruitment_follows_the_local_chemokine_at_each_vessel():
+    """Entry probability at a vessel is 1 - exp(-r g dt), g = c / (c + K_rec) of the chemokine there; a vessel in
+    chemokine-free tissue admits nobody."""
+    from abm.kernels.records import Tissue, Trafficking
+
+    k_rec = 20.0
+    b, vessels, levels = _vessel_bench(90, lambda i: (0.0, k_rec, 9 * k_rec)[i % 3])
+    s = b.state
+    t = Tissue(s.cells, s.occupancy, s.conc, s.uptake, s.source, vessels)
+    rate = 0.02  # per min: p = 1 - exp(-0.2 g)
+    tr = Trafficking(rate, 0.0, 10.0, b.rules.species.chemokine, k_rec)
+    entered = np.zeros(3, dtype=np.int64)
+    trials = np.zeros(3, dtype=np.int64)
+    for k in range(40):
+        s.cells.ctype[:] = K.EMPTY
+        s.cells.n[0] = 0
+        s.occupancy[s.occupancy >= 0] = K.FREE
+        counters = K.empty_counters()
+        K.recruit(t, b.geo, tr, StepKey(np.uint64(3), np.int64(k)), counters, b.scratch)
+        n = int(s.cells.n[0])
+        near = {int(v): j for j, v in enumerate(vessels)}
+        for site in s.cells.site[:n]:  # each entrant sits next to the vessel that let it in
+            nb = [near[v] for v in b.lat.neighbours(int(site)) if int(v) in near]
+            assert len(nb) == 1
+            entered[nb[0] % 3] += 1
+        trials += np.bincount(np.arange(vessels.size) % 3, minlength=3)
+        assert counters[K.RECRUIT_CTL] == n
+    assert entered[0] == 0
+    for g, j in ((0.5, 1), (0.9, 2)):
+        assert_rate(int(entered[j]), int(trials[j]), -np.expm1(-rate * g * 10.0), f"entry at g = {g}")
+    assert_not_rate(int(entered[1]), int(trials[1]), -np.expm1(-rate * 10.0), "the local signal must gate entry")
+
+
+def test_transferred_lak_cells_enter_where_the_chemokine_is():
+    from abm.kernels.records import Tissue, Trafficking
+
+    b, vessels, levels = _vessel_bench(60, lambda i: 50.0 if i % 4 == 0 else 0.0)
+    s = b.state
+    t = Tissue(s.cells, s.occupancy, s.conc, s.uptake, s.source, vessels)
+    tr = Trafficking(0.0, 0.0, 10.0, b.rules.species.chemokine, 20.0)
+    sc = b.scratch._replace(vessel_weight=np.zeros(vessels.size))
+    counters = K.empty_counters()
+    K.transfer_lak(t, b.geo, 150, tr, StepKey(np.uint64(1), np.int64(0)), counters, sc)
+    n = int(s.cells.n[0])
+    assert counters[K.TRANSFER_LAK] == n == 150
+    signal = {int(v) for v, c in zip(vessels, levels, strict=True) if c > 0}
+    for site in s.cells.site[:n]:
+        assert any(int(v) in signal for v in b.lat.neighbours(int(site)))
+
+
+def test_lesion_share_of_an_infusion():
+    """dose x homing fraction x lesion / body burden, rounded at random to an integer whose mean is that share."""
+    m = Model(
+        sets=[
+            "lattice.nx=40",
+            "lattice.ny=40",
+            "init.tumour_radius_um=100",
+            "patient.tumour_burden_cells=1e9",
+            "lak.homing_fraction=0.02",
+        ],
+        seed=4,
+    )
+    n_t = m.counts()["tumour"]
+    m.n_tumour = n_t
+    expected = 3e9 * 0.02 * n_t / 1e9
+    draws = [m.lesion_share(3e9, StepKey(np.uint64(4), np.int64(k))) for k in range(400)]
+    assert set(draws) <= {int(expected), int(expected) + 1}
+    assert np.mean(draws) == pytest.approx(expected, abs=0.08)
+
+
 # ------------------------------------------------------------------------------------------------- invariants
 @st.composite
 def configs(draw, three_d: bool):
@@ -464,7 +605,7 @@ def test_invariants(three_d, data):
     except ValueError as e:  # more immune cells than free sites: a clear refusal, not a broken state
         assert "free sites" in str(e)
         return
-    m.plasma[:] = plasma
+    m.plasma[:3] = plasma
     for _ in range(steps):
         m.step()
         s = m.state

@@ -79,7 +79,12 @@ def synthetic(shape_xyz, n_rows=40, n_snap=3, seed=0):
         for k in range(n_snap)
     ]
     events = [
-        (3, 1.5, "dose_given", dict(drug="il2", route="iv", dose=600000.0, unit="IU/kg", amount=4.2e7)),
+        (
+            3,
+            1.5,
+            "dose_given",
+            dict(drug="il2", route="iv", dose=600000.0, unit="IU/kg", amount=4.2e7, amount_unit="pmol"),
+        ),
         (4, 2.0, "dose_held", dict(drug="il2", note="grade 3 toxicity")),
         (9, 4.5, "interrupted", {}),
     ]
@@ -112,7 +117,7 @@ def shape_xyz(request):
 
 # --------------------------------------------------------------------------------------------------------------------
 def test_public_api_exports():
-    assert FORMAT_NAME == "abm-trajectory" and FORMAT_VERSION == "1.1"
+    assert FORMAT_NAME == "abm-trajectory" and FORMAT_VERSION == "1.2"
     for name in ("TrajectoryWriter", "load", "Trajectory", "ObservableSpec", "SpeciesSpec"):
         assert hasattr(abm.io, name)
 
@@ -168,6 +173,7 @@ def test_round_trip(tmp_path, shape_xyz):
         "dose": 600000.0,
         "unit": "IU/kg",
         "amount": 4.2e7,
+        "amount_unit": "pmol",
         "note": "",
     }
     assert e1["note"] == "grade 3 toxicity" and math.isnan(e1["dose"]) and e1["route"] == ""
@@ -235,7 +241,8 @@ def test_layout_with_plain_h5py(tmp_path, shape_xyz):
         assert f["particles/lattice/cell_type/value"].attrs["flag_meanings"] == "empty tumour ctl nk lak"
 
         ev = f["events"]
-        assert list(ev) == ["step", "time", "kind", "drug", "route", "dose", "unit", "amount", "note"]
+        assert list(ev) == ["step", "time", "kind", "drug", "route", "dose", "unit", "amount", "note", "amount_unit"]
+        assert ev["amount"].attrs["units_column"] == "amount_unit" and ev["dose"].attrs["units_column"] == "unit"
         assert len(ev["kind"]) == 3 and h5py.check_string_dtype(ev["kind"].dtype).encoding == "utf-8"
         assert f["summary/outcome"][()].decode() == "PR" and f["summary/n_doses"][()] == 14
 

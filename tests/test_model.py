@@ -50,7 +50,7 @@ _HASH_SCRIPT = """
 import hashlib, numba, numpy as np, abm
 assert numba.config.NUMBA_NUM_THREADS == {threads}, numba.config.NUMBA_NUM_THREADS
 m = abm.Model(sets={sets!r}, seed=11)
-m.plasma[:] = [300.0, 20.0, 0.0]
+m.plasma[:3] = [300.0, 20.0, 0.0]
 for _ in range(60):
     m.step()
 s = m.state
@@ -101,7 +101,7 @@ def test_2d_and_3d_step(shape):
     assert m.cell_type_map().shape == ((ny, nx) if nz == 1 else (nz, ny, nx))
     n0 = m.counts()["tumour"]
     assert n0 > 0
-    m.plasma[:] = [500.0, 10.0, 0.0]
+    m.plasma[:3] = [500.0, 10.0, 0.0]
     for _ in range(12):
         m.step()
         assert K.check_consistency(m.state.cells, m.state.occupancy) == 0

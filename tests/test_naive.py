@@ -36,7 +36,9 @@ def lattices(draw):
         kills=np.zeros(cap, np.int16),
         timer_min=np.zeros(cap, np.float32),
         exposure_min=np.zeros(cap, np.float32),
+        id=np.zeros(cap, np.int64),
         n=np.zeros(1, np.int64),
+        next_id=np.zeros(1, np.int64),
     )
     occ = np.full(n, K.FREE, dtype=np.int32)
     sites = np.arange(n)
@@ -82,19 +84,17 @@ def test_tumour_geometry_matches_naive(case, min_nb):
 
 @settings(max_examples=100, deadline=None)
 @given(lattices())
-def test_tumour_centroid_matches_naive(case):
+def test_count_of_matches_naive(case):
     lat, c, occ = case
-    out = np.zeros(3)
-    n = K.tumour_centroid(c, lat.geometry(), out)
-    want_n, want = naive.centroid(c.ctype, c.site, int(c.n[0]), lat.shape_xyz)
-    assert n == want_n
-    np.testing.assert_allclose(out, want, rtol=1e-12, equal_nan=True)
+    for kind in (K.TUMOUR, K.CTL, K.NK, K.LAK):
+        assert K.count_of(c, kind) == int(np.count_nonzero(c.ctype[: c.n[0]] == kind))
 
 
 @settings(max_examples=100, deadline=None)
 @given(lattices(), st.floats(0, 1e4), st.sampled_from([0.0, 3.0]))
 def test_exchange_matches_naive(case, level, tumour_secretion):
-    """With a made-up fourth species that tumour cells secrete (always) and NK cells take up, next to IL-2."""
+    """With a made-up species that tumour cells secrete (basal, and induced by IFN-alpha) and NK cells take up, next
+    to IL-2 and the default chemokine."""
     lat, c, occ = case
     sets = [
         f"lattice.nx={lat.nx}",
@@ -103,6 +103,9 @@ def test_exchange_matches_naive(case, level, tumour_secretion):
         f"species.cxcl.cells.tumour.secretion_molecules_per_s={tumour_secretion}",
         "species.cxcl.cells.nk.uptake_per_min=0.7",
         "species.cxcl.cells.nk.uptake_saturation=50.0",
+        "species.cxcl.cells.tumour.induced_secretion_molecules_per_s=4.0",
+        'species.cxcl.cells.tumour.induced_by="ifna"',
+        "species.cxcl.cells.tumour.induction_half_conc=30.0",
     ]
     p = Params.from_overrides(sets=sets)
     table = exchange_table(p)

@@ -67,7 +67,7 @@ def _observer_with_tumour(sites):
     for s in sites:
         K.spawn(st.cells, st.occupancy, int(s), K.TUMOUR, 0.3)
     obs = Observer(p, st.lattice)
-    out = obs.measure(st, K.empty_counters(), np.zeros(3), 0.0, 0, 0)
+    out = obs.measure(st, K.empty_counters(), np.zeros(len(p.species_names)), 0.0, 0, 0)
     return st.lattice, out
 
 

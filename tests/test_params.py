@@ -19,7 +19,7 @@ def test_round_trip_keeps_every_override():
     p = Params.from_overrides(sets=["ctl.kill_prob=0.123456789", "lattice.nz=7", 'species.cxcl9.units="nM"'])
     q = Params.from_json(p.to_json())
     assert q == p and q.ctl.kill_prob == 0.123456789 and q.species["cxcl9"].units == "nM"
-    assert q.species_names == ["il2", "ifna", "drug", "cxcl9"]
+    assert q.species_names == ["il2", "ifna", "drug", "cxcl10", "cxcl9"]
 
 
 def test_toml_overrides(tmp_path):

@@ -1,6 +1,6 @@
-"""Clinical patterns, first pass (SCIENCE.md): the default virtual patient on the default 200 x 200 lattice, several
-seeds, five weeks. Slow (about 15 CPU-minutes): run with ``pytest -m slow tests/test_patterns.py -s`` to see the
-table of outcomes.
+"""Clinical patterns, first pass (docs/model.md, brief s1): the default virtual patient on the default 200 x 200
+lattice, several seeds, five weeks. Slow (about 15 CPU-minutes): run with ``pytest -m slow tests/test_patterns.py -s``
+to see the table of outcomes.
 
 Patterns checked:
 

@@ -82,7 +82,7 @@ def test_conversion_errors_name_allowed_values():
 
 # ------------------------------------------------------------------------------------------------ closed forms
 def test_high_dose_bolus_peak_anchor():
-    """720,000 IU/kg peaks at roughly 1e4 IU/mL, 40-70 nM (SCIENCE.md s4)."""
+    """720,000 IU/kg peaks at roughly 1e4 IU/mL, 40-70 nM (docs/model.md, brief s4)."""
     short = terms_for("il2", "iv", 720000, "IU/kg", duration_min=15)
     t_peak, c_peak = pk.peak(short, 0, 120)
     assert t_peak == pytest.approx(15.0, abs=0.2)  # peak at the end of the 15-min infusion

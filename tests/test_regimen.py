@@ -62,7 +62,7 @@ weekdays = [3, 4, 5]
 per_day = 2
 [[regimen.transfers]]
 day = 0
-cells = 500
+cells_per_infusion = 5e10
 [regimen.dose_scale]
 il2 = 1.0
 ifna = 1.0
@@ -158,7 +158,7 @@ def test_toml_round_trip(tmp_path):
     assert reg.description.startswith("high-dose")
     assert len(reg.expand(60)) == 28 + 12
     tr = reg.expand_transfers(60)
-    assert [(x.time_min, x.cells) for x in tr] == [(0.0, 500)]
+    assert [(x.time_min, x.cells) for x in tr] == [(0.0, 5e10)]
     assert Regimen.model_validate(reg.model_dump()) == reg
     empty = tmp_path / "untreated.toml"
     empty.write_text("[run]\ndays = 3\n")
@@ -216,7 +216,7 @@ def test_validation_errors_elsewhere():
     with pytest.raises(ParameterError, match=r"unknown key 'regimen\.dosse'; did you mean 'regimen\.doses'"):
         Regimen.from_dict({"dosse": []})
     with pytest.raises(ParameterError, match=r"regimen\.transfers\.0\.day'.*out of range"):
-        Regimen.from_dict({"transfers": [{"day": -1, "cells": 5}]})
+        Regimen.from_dict({"transfers": [{"day": -1, "cells_per_infusion": 5e9}]})
     with pytest.raises(ParameterError, match=r"regimen\.dose_scale\.il2'.*out of range"):
         Regimen.from_dict({"dose_scale": {"il2": -1.0}})
     with pytest.raises(ParameterError, match=r"days must be a finite number"):
@@ -277,13 +277,15 @@ def test_superposition_through_therapy():
 
 
 def test_transfers_inject_lak_cells_at_their_step():
-    reg = Regimen.from_dict({"transfers": [{"day": 0, "cells": 500}, {"day": 1.5, "cells": 200}]})
+    reg = Regimen.from_dict(
+        {"transfers": [{"day": 0, "cells_per_infusion": 5e10}, {"day": 1.5, "cells_per_infusion": 2e10}]}
+    )
     th = Therapy(reg, Params(), 3)
     out = th.run()
     lak = [(i, s.lak_cells) for i, s in enumerate(out) if s.lak_cells]
-    assert lak == [(0, 500), (216, 200)]
+    assert lak == [(0, 5e10), (216, 2e10)]
     assert [e["kind"] for e in th.events] == ["transfer", "transfer"]
-    assert th.summary()["lak_cells"] == 700
+    assert th.summary()["lak_cells"] == 7e10
 
 
 def test_toxicity_integration_matches_an_ode_solver():

@@ -62,7 +62,7 @@ def test_shipped_inheritance_chain_and_list_replacement():
     assert [d.dose for d in low.regimen.doses] == [72000.0]
     # a grandchild keeps the parent's doses and adds its own transfers
     assert lak.regimen.doses == hd.regimen.doses
-    assert [t.cells for t in lak.regimen.transfers] == [300, 300, 300]
+    assert [t.cells_per_infusion for t in lak.regimen.transfers] == [2e10, 2e10, 2e10]
     assert not hd.regimen.transfers
     # the description is the child's own, not inherited
     assert lak.meta.description != hd.meta.description

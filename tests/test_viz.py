@@ -132,7 +132,7 @@ def test_snapshot_units_contours_and_bad_input(runs):
     # high-dose IL-2 gives no IFN-alpha: no made-up colour range, a note instead
     assert colourbar_labels(fig) == []
     assert empty_notes(ax) == ["no IFN-alpha in the tissue\n(0 pM everywhere)"]
-    with pytest.raises(ValueError, match="no field 'foo'; allowed: il2, ifna, drug"):
+    with pytest.raises(ValueError, match="no field .foo.; allowed: il2, ifna, drug, cxcl10"):
         viz.snapshot_figure(r2, field="foo")
     with pytest.raises(ValueError, match="outside the snapshots, allowed 0 to 1.5 days"):
         viz.snapshot_figure(r2, time_day=9.0)
@@ -146,9 +146,9 @@ def test_fields_panels_units_and_empty_fields(runs, tmp_path):
     r2, _ = runs
     fig = viz.fields_figure(r2, shared=True, log=False)
     main = [a for a in fig.axes if a.get_label() != "<colorbar>"]
-    assert [a.get_title() for a in main] == ["IL-2", "IFN-alpha", "drug"]
+    assert [a.get_title() for a in main] == ["IL-2", "IFN-alpha", "drug", "CXCL10"]
     # high-dose IL-2 gives neither IFN-alpha nor drug: those panels are drawn empty with a note, no colour bar
-    assert colourbar_labels(fig) == ["IL-2 (pM)"]
+    assert colourbar_labels(fig) == ["IL-2 (pM)", "CXCL10 (pM)"]
     assert empty_notes(main[0]) == []
     assert empty_notes(main[1]) == ["no IFN-alpha in the tissue\n(0 pM everywhere)"]
     assert empty_notes(main[2]) == ["no drug in the tissue\n(0 uM everywhere)"]

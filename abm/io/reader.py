@@ -1,8 +1,9 @@
 """Read an abm trajectory file back: :func:`load` and :class:`Trajectory`.
 
-Needs nothing but h5py and numpy (xarray only for :meth:`Trajectory.to_xarray`). Everything small is read eagerly
-into plain Python/numpy data; snapshot frames are read on demand (the file is reopened per call, so a
-:class:`Trajectory` holds no open file and pickles).
+Needs nothing but h5py and numpy (xarray only for :meth:`Trajectory.to_xarray`, pandas only for the per-cell
+DataFrames of :meth:`Trajectory.cells`). Everything small is read eagerly into plain Python/numpy data; snapshot
+frames and per-cell tables are read on demand (the file is reopened per call, so a :class:`Trajectory` holds no open
+file and pickles).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from .errors import DamagedTrajectoryError, NotATrajectoryError, TrajectoryIOErr
 from .integrity import _short, read_error, verify_manifest
 from .paths import check_input_path, find_partials
 from .schema import (
+    CELL_TABLE,
     EVENT_COLUMNS,
+    EVENT_COLUMNS_ADDED,
     FORMAT_NAME,
     FORMAT_VERSION,
     PARTIAL_SUFFIX,
@@ -30,10 +33,12 @@ from .schema import (
     REQUIRED_LAYOUT,
     WRITE_FAILED,
     format_major,
+    format_minor,
     from_h5_value,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
+    import pandas
     import xarray
 
 __all__ = ["Trajectory", "load", "verify"]
@@ -71,10 +76,30 @@ class Trajectory:
     field_units: dict[str, str]
     events: list[dict[str, Any]] = dc_field(default_factory=list)
     summary: dict[str, Any] = dc_field(default_factory=dict)
-    #: what was checked when the file was read: "manifest" (1.1, closed by its writer: every attribute, string and
-    #: small dataset matched its digest), "chunks only" (1.1 not closed, e.g. killed: Fletcher-32 on read only),
-    #: "none" (format 1.0: no checksums)
+    #: what was checked when the file was read: "manifest" (1.1 on, closed by its writer: every attribute, string
+    #: and small dataset matched its digest), "chunks only" (1.1 on, not closed, e.g. killed: Fletcher-32 on read
+    #: only), "none" (format 1.0: no checksums)
     integrity: str = "none"
+    #: units of each summary value (format 1.2 on; {} for older files)
+    summary_units: dict[str, str] = dc_field(default_factory=dict)
+    #: the per-cell table (format 1.2 on): step, time (min), first row and row count of each of its frames, and
+    #: the units of each column; empty for older files
+    cell_steps: np.ndarray = dc_field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    cell_time_min: np.ndarray = dc_field(default_factory=lambda: np.zeros(0, dtype=np.float64))
+    cell_start: np.ndarray = dc_field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    cell_count: np.ndarray = dc_field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    cell_units: dict[str, str] = dc_field(default_factory=dict)
+
+    @property
+    def seed(self) -> int | None:
+        """The run's seed as an int (stored as an unsigned 64-bit attribute from format 1.2 on, as text before)."""
+        s = self.attrs.get("seed")
+        if s is None or isinstance(s, bool):
+            return None
+        try:
+            return int(s)
+        except (TypeError, ValueError):
+            return None
 
     @property
     def n_snapshots(self) -> int:
@@ -129,6 +154,107 @@ class Trajectory:
         if name not in self.species:
             raise KeyError(f"no field {name!r}; species: {self.species}")
         return self._read_frames(f"fields/{name}", slice(0, self.n_snapshots))
+
+    # ---------------------------------------------------------------------------------------- per-cell tables
+    @property
+    def has_cells(self) -> bool:
+        """Whether the file holds per-cell tables (abm writes them from format 1.2 on, one per snapshot)."""
+        return bool(self.cell_units)
+
+    @property
+    def n_cell_frames(self) -> int:
+        return int(self.cell_steps.shape[0])
+
+    def _no_cells(self) -> LookupError:
+        return LookupError(
+            f"{self.path}: no per-cell tables (format {self.format_version}); abm writes them from format 1.2 on"
+        )
+
+    def _cell_rows(self, sel: slice) -> dict[str, np.ndarray]:
+        check_input_path(self.path)
+        try:
+            with h5py.File(self.path, "r") as f:
+                g = f[CELL_TABLE]
+                out = {}
+                for name in self.cell_units:
+                    try:
+                        out[name] = g[name][sel]
+                    except (OSError, RuntimeError, KeyError, ValueError) as e:
+                        raise read_error(e, self.path, f"/{CELL_TABLE}/{name}[{sel.start}:{sel.stop}]") from None
+                return out
+        except TrajectoryIOError:
+            raise
+        except OSError as e:
+            raise _open_error(e, self.path) from None
+
+    def _cell_frame(self, i: int) -> int:
+        if not self.has_cells:
+            raise self._no_cells()
+        n = self.n_cell_frames
+        j = int(i) + n if int(i) < 0 else int(i)
+        if not 0 <= j < n:
+            raise IndexError(f"cell-table index {i} out of range for {n} frames")
+        return j
+
+    def cell_arrays(self, i: int) -> dict[str, np.ndarray]:
+        """The per-cell table of snapshot ``i`` as a dict of numpy arrays, one per column (no pandas needed).
+
+        Columns (``cell_units`` gives each one's units): ``id``, ``type`` (code, see ``cell_type_codes``),
+        ``site`` (flat index), ``x``, ``y``, ``z`` (um), ``mhc``, ``age_min``, ``kills``, ``timer_min``,
+        ``exposure_min``. Raises ``LookupError`` for a file without per-cell tables (format 1.0, 1.1).
+        """
+        j = self._cell_frame(i)
+        a = int(self.cell_start[j])
+        return self._cell_rows(slice(a, a + int(self.cell_count[j])))
+
+    def cell_frame_at(self, day: float) -> int:
+        """Index of the per-cell table nearest to ``day`` (simulated days)."""
+        if not self.has_cells:
+            raise self._no_cells()
+        if self.n_cell_frames == 0:
+            raise IndexError(f"{self.path}: the per-cell table has no frames")
+        return int(np.argmin(np.abs(self.cell_time_min - float(day) * 1440.0)))
+
+    def _frame(self, cols: dict[str, np.ndarray]) -> pandas.DataFrame:
+        import pandas as pd
+
+        df = pd.DataFrame(cols)
+        if "type" in df:
+            codes = sorted(self.cell_type_codes.items(), key=lambda kv: kv[1])
+            lut = np.full(256, -1, dtype=np.int64)  # code -> category position (-1: unknown code, read as NaN)
+            lut[[c for _, c in codes]] = np.arange(len(codes))
+            df["type_name"] = pd.Categorical.from_codes(
+                lut[df["type"].to_numpy(dtype=np.int64)], categories=[n for n, _ in codes]
+            )
+        df.attrs["units"] = dict(self.cell_units)
+        return df
+
+    def cells(self, i: int) -> pandas.DataFrame:
+        """The per-cell table of snapshot ``i`` as a pandas DataFrame: one row per live cell, the columns of
+        :meth:`cell_arrays` plus ``type_name`` (categorical). ``df.attrs`` holds ``step``, ``time_min`` and the
+        column ``units``. Needs pandas (``python -m pip install -e ".[sweep]"``); :meth:`cell_arrays` does not."""
+        j = self._cell_frame(i)
+        df = self._frame(self.cell_arrays(j))
+        df.attrs.update(step=int(self.cell_steps[j]), time_min=float(self.cell_time_min[j]))
+        return df
+
+    def cells_at(self, day: float) -> pandas.DataFrame:
+        """:meth:`cells` of the snapshot nearest to ``day`` (its time is in ``df.attrs["time_min"]``)."""
+        return self.cells(self.cell_frame_at(day))
+
+    def all_cells(self) -> pandas.DataFrame:
+        """Every per-cell table in one DataFrame, with ``step`` and ``time_min`` columns first: one row per cell per
+        snapshot, so ``df[df.id == k]`` follows cell ``k`` through the run. Needs pandas."""
+        if not self.has_cells:
+            raise self._no_cells()
+        n = int(self.cell_start[-1] + self.cell_count[-1]) if self.n_cell_frames else 0
+        cols = self._cell_rows(slice(0, n))
+        reps = self.cell_count
+        lead = {"step": np.repeat(self.cell_steps, reps), "time_min": np.repeat(self.cell_time_min, reps)}
+        rows = np.concatenate([np.arange(a, a + c) for a, c in zip(self.cell_start, reps)]) if n else np.zeros(0, int)
+        df = self._frame({**lead, **{k: v[rows] for k, v in cols.items()}})
+        df.attrs["units"] = {"step": "1", "time_min": "min", **self.cell_units}
+        return df
 
     def events_of(self, kind: str) -> list[dict[str, Any]]:
         """Events of one kind, e.g. ``"dose_given"``."""
@@ -265,9 +391,13 @@ def _check_layout_(f: h5py.File, p: Path, version: str) -> None:
                     if kind(f"{group}/{k}/{col}") != "dataset":
                         missing.append(f"/{group}/{k}/{col} (dataset)")
     if kind("events") == "group":
-        for col in EVENT_COLUMNS:
+        for col in _event_columns(version):
             if kind(f"events/{col}") != "dataset":
                 missing.append(f"/events/{col} (dataset)")
+    if kind(CELL_TABLE) == "group":
+        for col in ("step", "time", "start", "count"):
+            if kind(f"{CELL_TABLE}/{col}") != "dataset":
+                missing.append(f"/{CELL_TABLE}/{col} (dataset)")
     if kind("lattice") == "group":
         for a in REQUIRED_LATTICE_ATTRS:
             if a not in f["lattice"].attrs:
@@ -285,6 +415,15 @@ def _check_layout(f: h5py.File, p: Path, version: str) -> None:
         raise
     except (OSError, RuntimeError, KeyError, ValueError) as e:
         raise read_error(e, p, "the file's layout") from None
+
+
+def _event_columns(version: str) -> dict[str, str]:
+    """The event columns a file of ``version`` has."""
+    out = dict(EVENT_COLUMNS)
+    for col, (kind, since) in EVENT_COLUMNS_ADDED.items():
+        if format_minor(version) >= format_minor(since):
+            out[col] = kind
+    return out
 
 
 def _series(g: h5py.Group, n: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
@@ -383,18 +522,40 @@ def _read(f: h5py.File, p: Path, attrs: dict[str, Any], version: str, integrity:
     field_units = {k: from_h5_value(f["fields"][k]["value"].attrs.get("units", "")) for k in species}
 
     ev = f["events"]
-    n_ev = min(ev[c].shape[0] for c in EVENT_COLUMNS)
-    cols = {c: rd(f"events/{c}", slice(0, n_ev)) for c in EVENT_COLUMNS}
+    ev_cols = _event_columns(version)
+    n_ev = min(ev[c].shape[0] for c in ev_cols)
+    cols = {c: rd(f"events/{c}", slice(0, n_ev)) for c in ev_cols}
     events = []
     for i in range(n_ev):
         row = {}
-        for c, kind in EVENT_COLUMNS.items():
+        for c, kind in ev_cols.items():
             v = cols[c][i]
             key = "time_min" if c == "time" else c
             row[key] = {"int": int, "float": float, "str": lambda b: from_h5_value(b)}[kind](v)
+        for c in EVENT_COLUMNS_ADDED:  # older files: the same keys, empty
+            row.setdefault(c, "")
         events.append(row)
 
     summary = {k: from_h5_value(rd(f"summary/{k}")) for k in f["summary"]}
+    summary_units = {
+        k: from_h5_value(f["summary"][k].attrs["units"]) for k in f["summary"] if "units" in f["summary"][k].attrs
+    }
+
+    cell_meta = {
+        c: np.zeros(0, dtype=np.float64 if c == "time" else np.int64) for c in ("step", "time", "start", "count")
+    }
+    cell_units: dict[str, str] = {}
+    if CELL_TABLE in f:
+        g = f[CELL_TABLE]
+        names = [k for k in g if k not in cell_meta]
+        cell_units = {k: from_h5_value(g[k].attrs.get("units", "")) for k in names}
+        n_cf = min(g[c].shape[0] for c in cell_meta)
+        meta = {c: rd(f"{CELL_TABLE}/{c}", slice(0, n_cf)) for c in cell_meta}
+        # after a crash, keep only the frames whose rows every column holds
+        n_rows = min((g[k].shape[0] for k in names), default=0)
+        whole = meta["start"] + meta["count"] <= n_rows
+        n_cf = int(np.argmin(whole)) if not whole.all() else n_cf
+        cell_meta = {c: v[:n_cf] for c, v in meta.items()}
 
     return Trajectory(
         path=p,
@@ -421,6 +582,12 @@ def _read(f: h5py.File, p: Path, attrs: dict[str, Any], version: str, integrity:
         events=events,
         summary=summary,
         integrity=integrity,
+        summary_units=summary_units,
+        cell_steps=cell_meta["step"],
+        cell_time_min=cell_meta["time"],
+        cell_start=cell_meta["start"],
+        cell_count=cell_meta["count"],
+        cell_units=cell_units,
     )
 
 
@@ -443,6 +610,16 @@ def verify(path: str | os.PathLike) -> Trajectory:
                 for i in range(ds.shape[0]):
                     what = f"/{g}/value frame {i}"
                     ds[i]
+            except (OSError, RuntimeError, KeyError, ValueError) as e:
+                raise read_error(e, t.path, what) from None
+        for name in t.cell_units:
+            what = f"/{CELL_TABLE}/{name}"
+            try:
+                ds = f[CELL_TABLE][name]
+                chunk = ds.chunks[0] if ds.chunks else max(1, ds.shape[0])
+                for a in range(0, ds.shape[0], chunk):
+                    what = f"/{CELL_TABLE}/{name} rows {a}.."
+                    ds[a : a + chunk]
             except (OSError, RuntimeError, KeyError, ValueError) as e:
                 raise read_error(e, t.path, what) from None
     return t

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 
 FORMAT_NAME = "abm-trajectory"
-FORMAT_VERSION = "1.1"
+FORMAT_VERSION = "1.2"
 H5MD_VERSION = (1, 1)
 PARTIAL_SUFFIX = ".partial"
 #: HDF5 file-format versions the writer uses: from 1.8 on, the superblock and object headers carry checksums
@@ -49,7 +49,7 @@ REQUIRED_LATTICE_ATTRS = ("shape_xyz", "spacing_um", "dt_min")
 #: integrity manifest (HDF5 was failing), like the partial file of a killed run (status "running").
 WRITE_FAILED = "write failed: "
 
-#: Event table columns, in order, with their on-disk kind ("int", "float", "str").
+#: Event table columns, in order, with their on-disk kind ("int", "float", "str"). Every 1.x file has these.
 EVENT_COLUMNS: dict[str, str] = {
     "step": "int",
     "time": "float",
@@ -61,8 +61,23 @@ EVENT_COLUMNS: dict[str, str] = {
     "amount": "float",
     "note": "str",
 }
+#: Event columns added by a minor version (column -> (kind, first version)); older files lack them and read "".
+EVENT_COLUMNS_ADDED: dict[str, tuple[str, str]] = {"amount_unit": ("str", "1.2")}
 #: Optional event fields accepted by ``add_event(**fields)``; absent strings are "" and absent numbers NaN.
-EVENT_FIELDS = ("drug", "route", "dose", "unit", "amount", "note")
+EVENT_FIELDS = ("drug", "route", "dose", "unit", "amount", "amount_unit", "note")
+#: ``units`` of the numeric event columns (format 1.2 on). A dose's unit and an amount's unit differ from row to row
+#: (IU/kg or MIU/m^2 or mg/m^2; pmol or umol or cells), so their ``units`` names the column that holds them, which is
+#: also the ``units_column`` attribute.
+EVENT_UNITS: dict[str, str] = {
+    "step": "1",
+    "time": "min",
+    "dose": "per row: see /events/unit",
+    "amount": "per row: see /events/amount_unit",
+}
+EVENT_UNIT_COLUMNS = {"dose": "unit", "amount": "amount_unit"}
+
+#: The per-cell table: one row per live cell per snapshot, every snapshot's rows one after the other.
+CELL_TABLE = "particles/cells"
 
 STR_DTYPE = h5py.string_dtype("utf-8")
 
@@ -87,6 +102,33 @@ class ObservableSpec:
     units: str
     dtype: str = "float64"
     description: str = ""
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """A column of the per-cell table (format 1.2): name, numpy dtype name, units and a description."""
+
+    name: str
+    dtype: str
+    units: str
+    description: str = ""
+
+
+#: The per-cell table abm writes at every snapshot. Positions are those of the cell's lattice site, in micrometres
+#: (``index * spacing_um``, as the ``x``/``y``/``z`` coordinates of the snapshot frames; z is 0 in 2D).
+CELL_COLUMNS: tuple[ColumnSpec, ...] = (
+    ColumnSpec("id", "int64", "1", "stable cell id: assigned at birth, kept for life (also through NK -> LAK)"),
+    ColumnSpec("type", "uint8", "1", "cell type code (/lattice/cell_type_codes)"),
+    ColumnSpec("site", "int64", "1", "flat lattice index i = x + nx*(y + ny*z) of the cell's site"),
+    ColumnSpec("x", "float64", "um", "x position of the cell's site (index * spacing_um)"),
+    ColumnSpec("y", "float64", "um", "y position of the cell's site (index * spacing_um)"),
+    ColumnSpec("z", "float64", "um", "z position of the cell's site (index * spacing_um; 0 in 2D)"),
+    ColumnSpec("mhc", "float32", "1", "MHC-I level m (tumour cells; 0 for immune cells)"),
+    ColumnSpec("age_min", "float32", "min", "time since the cell appeared (reset when an NK cell becomes LAK)"),
+    ColumnSpec("kills", "int16", "1", "tumour cells this cell has killed (reset when an NK cell becomes LAK)"),
+    ColumnSpec("timer_min", "float32", "min", "CTL activation window still open (IL-2 secretion, proliferation)"),
+    ColumnSpec("exposure_min", "float32", "min", "NK cell: cumulative time above the LAK-conversion IL-2 threshold"),
+)
 
 
 @dataclass(frozen=True)
@@ -157,6 +199,12 @@ def from_h5_value(value: Any) -> Any:
     if isinstance(value, np.floating):
         return float(value)
     return value
+
+
+def format_minor(version: str) -> tuple[int, int]:
+    """``(major, minor)`` of a ``"MAJOR.MINOR"`` format version string."""
+    major, _, minor = str(version).partition(".")
+    return int(major), int(minor or 0)
 
 
 def format_major(version: str) -> int:

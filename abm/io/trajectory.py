@@ -53,8 +53,12 @@ from .paths import (
 )
 from .reader import Trajectory, load
 from .schema import (
+    CELL_TABLE,
     EVENT_COLUMNS,
+    EVENT_COLUMNS_ADDED,
     EVENT_FIELDS,
+    EVENT_UNIT_COLUMNS,
+    EVENT_UNITS,
     FORMAT_NAME,
     FORMAT_VERSION,
     H5MD_VERSION,
@@ -62,6 +66,7 @@ from .schema import (
     RESERVED_ROOT_ATTRS,
     STR_DTYPE,
     WRITE_FAILED,
+    ColumnSpec,
     ObservableSpec,
     SpeciesSpec,
     check_name,
@@ -74,6 +79,7 @@ __all__ = ["IncompleteRunWarning", "TrajectoryWriter", "Trajectory", "load", "pa
 _OBS_CHUNK = 1024
 _FRAME_META_CHUNK = 64
 _EVENT_CHUNK = 64
+_CELL_CHUNK = 8192  # rows per chunk of a per-cell column
 _CHECK = {"fletcher32": True}
 _MIB = 1 << 20
 
@@ -157,6 +163,9 @@ class TrajectoryWriter:
         Diffusing species stored with every snapshot; each ``append_snapshot`` must give all.
     cell_type_codes : mapping of str to int
         Meaning of the uint8 cell-type codes, e.g. ``{"empty": 0, "tumour": 1}``.
+    cell_columns : sequence of ColumnSpec, optional
+        Columns of the per-cell table (``/particles/cells``, one row per cell per :meth:`append_cells`; abm writes
+        :data:`abm.io.schema.CELL_COLUMNS`). Empty (the default): the file has no per-cell table.
     vessel_sites : ndarray of int
         Flat lattice indices ``i = x + nx*(y + ny*z)`` of vessel sites.
     attrs : mapping
@@ -199,6 +208,7 @@ class TrajectoryWriter:
         cell_type_codes: Mapping[str, int],
         vessel_sites: np.ndarray,
         attrs: Mapping[str, object],
+        cell_columns: Sequence[ColumnSpec] = (),
         parameters_json: str,
         scenario_toml: str,
         creator: str = "abm",
@@ -243,6 +253,20 @@ class TrajectoryWriter:
             raise ValueError(f"cell_type_codes must map names to distinct ints in 0..255, got {codes}")
         self._codes = codes
 
+        self._cell_cols = list(cell_columns)
+        col_names = [check_name(c.name, "cell column") for c in self._cell_cols]
+        if len(set(col_names)) != len(col_names) or {"step", "time", "start", "count"} & set(col_names):
+            raise ValueError(f"cell columns must be distinct and not step/time/start/count, got {col_names}")
+        for c in self._cell_cols:
+            try:
+                np.dtype(c.dtype)
+            except TypeError as exc:
+                raise ValueError(f"cell column {c.name!r}: unknown dtype {c.dtype!r}") from exc
+        self._cell_row_bytes = sum(np.dtype(c.dtype).itemsize for c in self._cell_cols)
+        self._n_cell_frames = 0
+        self._n_cell_rows = 0
+        self._last_cells_step: int | None = None
+
         vessels = np.asarray(vessel_sites, dtype=np.int64).reshape(-1)
         if vessels.size and (vessels.min() < 0 or vessels.max() >= self._n_sites):
             raise ValueError(f"vessel_sites must be flat indices in [0, {self._n_sites}), got out-of-range values")
@@ -281,6 +305,7 @@ class TrajectoryWriter:
             # what HDF5 may still hold in memory after a failed write: one chunk per frame dataset (chunks above the
             # 1 MiB chunk cache are written through), the observable block, and metadata
             cached = min(self._n_sites, _MIB) + len(self._species) * min(4 * self._n_sites, _MIB)
+            cached += _CELL_CHUNK * self._cell_row_bytes
             reserve_bytes = int(1.25 * (cached + self._block_bytes + _MIB))
         self._reserve_bytes = max(0, int(reserve_bytes))
 
@@ -532,19 +557,65 @@ class TrajectoryWriter:
         ev = f.create_group("events", track_order=True)
         ev.attrs["description"] = "one row per event; absent strings are '' and absent numbers NaN"
         time = None
-        for col, kind in EVENT_COLUMNS.items():
+        for col, kind in self._event_columns().items():
             dtype = {"int": np.int64, "float": np.float64, "str": STR_DTYPE}[kind]
             check = {} if kind == "str" else _CHECK  # HDF5 filters cannot apply to variable-length strings
             ds = ev.create_dataset(col, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(_EVENT_CHUNK,), **check)
+            if col in EVENT_UNITS:
+                ds.attrs["units"] = EVENT_UNITS[col]
+            if col in EVENT_UNIT_COLUMNS:
+                ds.attrs["units_column"] = EVENT_UNIT_COLUMNS[col]
             if col == "time":
-                ds.attrs["units"] = "min"
                 ds.make_scale("time")
                 time = ds
-        for col in EVENT_COLUMNS:
+        for col in self._event_columns():
             if col != "time":
                 ev[col].dims[0].attach_scale(time)
 
+        if self._cell_cols:
+            self._make_cell_table(f)
+
         f.create_group("summary", track_order=True)
+
+    @staticmethod
+    def _event_columns() -> dict[str, str]:
+        return {**EVENT_COLUMNS, **{c: kind for c, (kind, _) in EVENT_COLUMNS_ADDED.items()}}
+
+    def _make_cell_table(self, f: h5py.File) -> None:
+        """``/particles/cells``: every frame's rows one after the other in one resizable dataset per column, and per
+        frame ``step``, ``time``, ``start`` (first row) and ``count`` (rows)."""
+        g = f["particles"].create_group("cells", track_order=True)
+        g.attrs["description"] = (
+            "one row per live cell per snapshot; the rows of frame k are start[k] .. start[k] + count[k] - 1 of "
+            "every column"
+        )
+        time = self._make_time(g, _FRAME_META_CHUNK)
+        for name, what in (("start", "first row of each frame"), ("count", "rows (cells) in each frame")):
+            ds = g.create_dataset(
+                name, shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(_FRAME_META_CHUNK,), **_CHECK
+            )
+            ds.attrs["units"] = "1"
+            ds.attrs["description"] = what
+            ds.dims[0].attach_scale(time)
+        comp = dict(self._comp)
+        if comp.get("compression") == "gzip":
+            comp["shuffle"] = True
+        flags = sorted(self._codes.items(), key=lambda kv: kv[1])
+        for c in self._cell_cols:
+            ds = g.create_dataset(
+                c.name,
+                shape=(0,),
+                maxshape=(None,),
+                dtype=np.dtype(c.dtype),
+                chunks=(_CELL_CHUNK,),
+                **comp,
+                **_CHECK,
+            )
+            ds.attrs["units"] = c.units
+            ds.attrs["description"] = c.description
+            if c.name == "type":
+                ds.attrs["flag_values"] = np.array([v for _, v in flags], dtype=np.uint8)
+                ds.attrs["flag_meanings"] = " ".join(n.replace(" ", "_") for n, _ in flags)
 
     @staticmethod
     def _make_time(g: h5py.Group, chunk: int) -> h5py.Dataset:
@@ -609,6 +680,10 @@ class TrajectoryWriter:
     @property
     def n_snapshots(self) -> int:
         return self._n_snapshots
+
+    @property
+    def n_cell_frames(self) -> int:
+        return self._n_cell_frames
 
     @property
     def n_observable_rows(self) -> int:
@@ -720,8 +795,49 @@ class TrajectoryWriter:
         self._last_snap_step = step
         self.flush()
 
+    def append_cells(self, step: int, time_min: float, columns: Mapping[str, np.ndarray]) -> None:
+        """Append one frame of the per-cell table: every declared column, all of one length (the cells); then flush.
+
+        Raises ``ValueError`` when the writer was created without ``cell_columns``.
+        """
+        self._check_open()
+        if not self._cell_cols:
+            raise ValueError("this writer has no per-cell table (created without cell_columns)")
+        step = int(step)
+        if self._last_cells_step is not None and step <= self._last_cells_step:
+            raise ValueError(f"cell-table steps must increase: got {step} after {self._last_cells_step}")
+        declared = [c.name for c in self._cell_cols]
+        if set(columns) != set(declared):
+            raise KeyError(
+                f"cell table at step {step}: missing columns {sorted(set(declared) - set(columns))}, "
+                f"undeclared {sorted(set(columns) - set(declared))}"
+            )
+        data = {
+            c.name: np.asarray(columns[c.name]).reshape(-1).astype(np.dtype(c.dtype), copy=False)
+            for c in self._cell_cols
+        }
+        lengths = {len(v) for v in data.values()}
+        if len(lengths) != 1:
+            raise ValueError(f"cell table at step {step}: columns of different lengths {sorted(lengths)}")
+        n = lengths.pop()
+        self._ensure_space(n * self._cell_row_bytes + self._block_bytes, f"writing the cell table at step {step}")
+        start = self._n_cell_rows
+        with self._io(f"writing the cell table at step {step}"):
+            g = self._file[CELL_TABLE]
+            for name, values in data.items():  # rows first, then the frame index: a reader trusts what is whole
+                _append_1d(g[name], values)
+            _append_1d(g["start"], np.array([start], dtype=np.int64))
+            _append_1d(g["count"], np.array([n], dtype=np.int64))
+            _append_1d(g["time"], np.array([time_min], dtype=np.float64))
+            _append_1d(g["step"], np.array([step], dtype=np.int64))
+        self._n_cell_rows = start + n
+        self._n_cell_frames += 1
+        self._last_cells_step = step
+        self.flush()
+
     def add_event(self, step: int, time_min: float, kind: str, **fields) -> None:
-        """Append one event row (and flush). ``fields``: drug, route, unit, note (str); dose, amount (float)."""
+        """Append one event row (and flush). ``fields``: drug, route, unit, amount_unit, note (str); dose, amount
+        (float)."""
         self._check_open()
         if not isinstance(kind, str) or not kind:
             raise ValueError(f"event kind must be a non-empty string, got {kind!r}")
@@ -731,21 +847,30 @@ class TrajectoryWriter:
         row = {"step": int(step), "time": float(time_min), "kind": kind}
         for col in EVENT_FIELDS:
             v = fields.get(col)
-            row[col] = nan_if_none(v) if EVENT_COLUMNS[col] == "float" else ("" if v is None else str(v))
+            row[col] = nan_if_none(v) if self._event_columns()[col] == "float" else ("" if v is None else str(v))
         self._ensure_space(65536, f"writing a {kind} event")
         with self._io(f"writing a {kind} event at step {step}"):
             ev = self._file["events"]
-            for col, kind_ in EVENT_COLUMNS.items():
+            for col, kind_ in self._event_columns().items():
                 dtype = {"int": np.int64, "float": np.float64, "str": object}[kind_]
                 _append_1d(ev[col], np.array([row[col]], dtype=dtype))
             self._file.flush()
 
-    def write_summary(self, summary: Mapping[str, object]) -> None:
-        """Store run-level scalars (float, int, str, bool or None) as scalar datasets in ``/summary``.
+    def write_summary(
+        self,
+        summary: Mapping[str, object],
+        units: Mapping[str, str] | None = None,
+        descriptions: Mapping[str, str] | None = None,
+    ) -> None:
+        """Store run-level scalars (float, int, str, bool or None) as scalar datasets in ``/summary``, each with a
+        ``units`` attribute (``units[key]``: ``"1"`` for dimensionless values, strings and flags; ``""`` when the
+        caller gave none) and, where given, a ``description``.
 
         May be called more than once; a repeated key replaces the earlier value.
         """
         self._check_open()
+        units = dict(units or {})
+        descriptions = dict(descriptions or {})
         converted = {check_name(str(k), "summary"): to_h5_value(v, f"summary[{k!r}]") for k, v in summary.items()}
         self._ensure_space(65536, "writing the summary")
         with self._io("writing the summary"):
@@ -754,9 +879,12 @@ class TrajectoryWriter:
                 if k in g:
                     del g[k]
                 if isinstance(v, str):
-                    g.create_dataset(k, data=v, dtype=STR_DTYPE)
+                    ds = g.create_dataset(k, data=v, dtype=STR_DTYPE)
                 else:
-                    g.create_dataset(k, data=v)
+                    ds = g.create_dataset(k, data=v)
+                ds.attrs["units"] = str(units.get(k, ""))
+                if descriptions.get(k):
+                    ds.attrs["description"] = str(descriptions[k])
             self._file.flush()
 
     def flush(self) -> None:

@@ -105,11 +105,14 @@ def scan_neighbours(site, occupancy, ctype, geo, free_out, tumour_out):
 
 @numba.njit(**JIT)
 def spawn(c, occupancy, site, kind, mhc):
-    """Append a cell of ``kind`` at a free ``site``; returns its index, or -1 when the arrays are full."""
+    """Append a cell of ``kind`` at a free ``site`` with the next id; returns its index, or -1 when the arrays are
+    full (no id is used then)."""
     i = c.n[0]
     if i >= c.ctype.shape[0]:
         return -1
     c.n[0] = i + 1
+    c.id[i] = c.next_id[0]
+    c.next_id[0] += 1
     c.ctype[i] = kind
     c.site[i] = site
     c.mhc[i] = mhc
@@ -130,7 +133,7 @@ def remove(c, occupancy, i):
 
 @numba.njit(**JIT)
 def compact(c, occupancy):
-    """Close the gaps left by dead cells, keeping order; update occupancy. O(n), no allocation."""
+    """Close the gaps left by dead cells, keeping order and ids; update occupancy. O(n), no allocation."""
     j = 0
     for i in range(c.n[0]):
         if c.ctype[i] != EMPTY:
@@ -142,6 +145,7 @@ def compact(c, occupancy):
                 c.kills[j] = c.kills[i]
                 c.timer_min[j] = c.timer_min[i]
                 c.exposure_min[j] = c.exposure_min[i]
+                c.id[j] = c.id[i]
                 occupancy[c.site[j]] = j
             j += 1
     for i in range(j, c.n[0]):
@@ -150,59 +154,48 @@ def compact(c, occupancy):
 
 
 @numba.njit(**JIT)
-def tumour_centroid(c, geo, out):
-    """Tumour cell count, and their centroid in site coordinates into ``out`` (nan when there is none)."""
-    cnt = 0
-    sx = 0.0
-    sy = 0.0
-    sz = 0.0
+def count_of(c, kind):
+    """The number of live cells of ``kind``."""
+    n = 0
     for i in range(c.n[0]):
-        if c.ctype[i] != TUMOUR:
-            continue
-        x, y, z = site_coords(c.site[i], geo)
-        cnt += 1
-        sx += x
-        sy += y
-        sz += z
-    if cnt == 0:
-        out[0] = math.nan
-        out[1] = math.nan
-        out[2] = math.nan
-    else:
-        out[0] = sx / cnt
-        out[1] = sy / cnt
-        out[2] = sz / cnt
-    return cnt
+        if c.ctype[i] == kind:
+            n += 1
+    return n
+
+
+@numba.njit(inline="always", **JIT)
+def occupancy_of(c, kd):
+    """Receptor occupancy c / (c + K_d)."""
+    return c / (c + kd)
 
 
 @numba.njit(**JIT)
-def move(i, t, geo, n_moves, bias, target, key, sc):
-    """Up to ``n_moves`` moves of cell ``i`` into free neighbours (the fractional part is a chance of one more),
-    each chosen with weight exp(bias * cos(angle to ``target``)); stops beside a tumour cell or when boxed in."""
+def move(i, t, geo, tr, chem, key, sc):
+    """Up to ``tr.moves_per_step`` moves of cell ``i`` into free neighbours (the fractional part is a chance of one
+    more), ``tr`` its type's rule record. Each free neighbour s is chosen with weight exp(chi (rho_s - rho_here)),
+    chi = ``tr.chemotaxis_sensitivity``, rho = c / (c + K_d) the receptor occupancy of the chemokine (row
+    ``chem``; K_d = ``tr.chemokine_receptor_kd_pM``) sensed at s and here: up the gradient, saturating where the
+    receptor is; with no gradient (or chi = 0, or no chemokine) an unbiased random walk. Stops beside a tumour
+    cell or when boxed in."""
     c = t.cells
     occ = t.occupancy
+    n_moves = tr.moves_per_step
+    chi = tr.chemotaxis_sensitivity
+    kd = tr.chemokine_receptor_kd_pM
     whole = int(n_moves)
     extra = 1 if rng.uniform(key.seed, key.step, i, rng.MOVE_COUNT) < n_moves - whole else 0
+    biased = chem >= 0 and chi > 0.0
     for mv in range(whole + extra):
         site = c.site[i]
         nf, nt = scan_neighbours(site, occ, c.ctype, geo, sc.free, sc.tumour)
         if nt > 0 or nf == 0:
             return
-        x, y, z = site_coords(site, geo)
-        dx = target[0] - x
-        dy = target[1] - y
-        dz = target[2] - z
-        dn = math.sqrt(dx * dx + dy * dy + dz * dz)
+        rho0 = occupancy_of(t.conc[chem, site], kd) if biased else 0.0
         total = 0.0
         for k in range(nf):
             w = 1.0
-            if bias > 0.0 and dn > 1e-9:
-                sx, sy, sz = site_coords(sc.free[k], geo)
-                ox = sx - x
-                oy = sy - y
-                oz = sz - z
-                on = math.sqrt(ox * ox + oy * oy + oz * oz)
-                w = math.exp(bias * (ox * dx + oy * dy + oz * dz) / (on * dn))
+            if biased:
+                w = math.exp(chi * (occupancy_of(t.conc[chem, sc.free[k]], kd) - rho0))
             total += w
             sc.weight[k] = total
         u = rng.uniform(key.seed, key.step, i, _MOVE_PURPOSE_BASE + mv) * total
@@ -229,9 +222,10 @@ def divide_into_free(i, t, geo, key, purpose, kind, mhc, sc):
 
 
 @numba.njit(**JIT)
-def _ctl_step(i, t, geo, r, target, key, counters, sc):
+def _ctl_step(i, t, geo, r, key, counters, sc):
     c = t.cells
     occ = t.occupancy
+    chem = r.species.chemokine
     cr = r.ctl
     dt = r.dt_min
     site = c.site[i]
@@ -261,7 +255,7 @@ def _ctl_step(i, t, geo, r, target, key, counters, sc):
     else:
         c.timer_min[i] = max(0.0, c.timer_min[i] - dt)
         if nt == 0:
-            move(i, t, geo, cr.moves_per_step, cr.tumour_bias, target, key, sc)
+            move(i, t, geo, cr, chem, key, sc)
     if not exhausted and (c.timer_min[i] > 0.0 or not cr.prolif_requires_activation):
         p_prolif = cr.prolif_prob_max_per_step * il2 / (il2 + cr.il2_prolif_half_pM)
         if rng.uniform(key.seed, key.step, i, rng.PROLIF) < p_prolif:
@@ -270,9 +264,10 @@ def _ctl_step(i, t, geo, r, target, key, counters, sc):
 
 
 @numba.njit(**JIT)
-def _nk_step(i, t, geo, r, target, key, counters, sc):
+def _nk_step(i, t, geo, r, key, counters, sc):
     c = t.cells
     occ = t.occupancy
+    chem = r.species.chemokine
     nr = r.nk
     site = c.site[i]
     il2 = t.conc[r.species.il2, site]
@@ -284,7 +279,7 @@ def _nk_step(i, t, geo, r, target, key, counters, sc):
     if il2 > nr.lak_threshold_pM:
         c.exposure_min[i] += r.dt_min
         if c.exposure_min[i] >= nr.lak_exposure_min:
-            c.ctype[i] = LAK
+            c.ctype[i] = LAK  # the same cell, so the same id
             c.kills[i] = 0
             c.age_min[i] = 0.0
             counters[LAK_CONVERSION] += 1
@@ -301,13 +296,14 @@ def _nk_step(i, t, geo, r, target, key, counters, sc):
                 counters[KILL_NK] += 1
                 c.kills[i] += 1
     else:
-        move(i, t, geo, nr.moves_per_step, nr.tumour_bias, target, key, sc)
+        move(i, t, geo, nr, chem, key, sc)
 
 
 @numba.njit(**JIT)
-def _lak_step(i, t, geo, r, target, key, counters, sc):
+def _lak_step(i, t, geo, r, key, counters, sc):
     c = t.cells
     occ = t.occupancy
+    chem = r.species.chemokine
     lr = r.lak
     site = c.site[i]
     il2 = t.conc[r.species.il2, site]
@@ -329,14 +325,13 @@ def _lak_step(i, t, geo, r, target, key, counters, sc):
                 counters[KILL_LAK] += 1
                 c.kills[i] += 1
     else:
-        move(i, t, geo, lr.moves_per_step, lr.tumour_bias, target, key, sc)
+        move(i, t, geo, lr, chem, key, sc)
 
 
 @numba.njit(**JIT)
-def step_cells(t, geo, r, target, key, counters, sc):
+def step_cells(t, geo, r, key, counters, sc):
     """Advance every cell alive at the start of the step by one step ``r.dt_min`` (docs/model.md, scheduling,
-    item 3): in a seeded random order, each senses its site, updates its state, then acts. ``target`` is the
-    point that biases migration (site coordinates; nan for none)."""
+    item 3): in a seeded random order, each senses its site, updates its state, then acts."""
     c = t.cells
     n0 = c.n[0]
     order = sc.order
@@ -391,24 +386,38 @@ def step_cells(t, geo, r, target, key, counters, sc):
                 else:
                     counters[DIV_TUMOUR_BLOCKED] += 1
         elif kind == CTL:
-            _ctl_step(i, t, geo, r, target, key, counters, sc)
+            _ctl_step(i, t, geo, r, key, counters, sc)
         elif kind == NK:
-            _nk_step(i, t, geo, r, target, key, counters, sc)
+            _nk_step(i, t, geo, r, key, counters, sc)
         elif kind == LAK:
-            _lak_step(i, t, geo, r, target, key, counters, sc)
+            _lak_step(i, t, geo, r, key, counters, sc)
+
+
+@numba.njit(inline="always", **JIT)
+def local_signal(t, site, tr):
+    """Extravasation drive at a vessel site: c / (c + K_rec) of the chemokine there (1 with no chemokine)."""
+    if tr.chemokine < 0:
+        return 1.0
+    c = t.conc[tr.chemokine, site]
+    return c / (c + tr.half_conc)
 
 
 @numba.njit(**JIT)
-def recruit(t, geo, p_ctl, p_nk, key, counters, sc):
-    """Each vessel site lets in a CTL with probability ``p_ctl`` and an NK cell with ``p_nk`` this step, each at a
-    random free neighbour (none free: no entry). Vessels are visited in site order; draws keyed by vessel."""
+def recruit(t, geo, tr, key, counters, sc):
+    """Each vessel site lets in a CTL and an NK cell with probabilities ``1 - exp(-r g dt)`` this step, r the
+    per-vessel rates of ``tr`` (a :data:`~abm.kernels.records.Trafficking`) and g the local chemokine signal at
+    the vessel: entry is local to where the lesion's chemokine is. Each entrant takes a random free neighbour
+    (none free: no entry). Vessels are visited in site order; draws keyed by vessel."""
     c = t.cells
     for v in range(t.vessels.shape[0]):
         vs = t.vessels[v]
+        g = local_signal(t, vs, tr)
+        if g <= 0.0:
+            continue
         for kind in (CTL, NK):
-            p = p_ctl if kind == CTL else p_nk
+            rate = tr.ctl_per_min if kind == CTL else tr.nk_per_min
             purpose = rng.RECRUIT_CTL if kind == CTL else rng.RECRUIT_NK
-            if p <= 0.0 or rng.uniform(key.seed, key.step, v, purpose) >= p:
+            if rate <= 0.0 or rng.uniform(key.seed, key.step, v, purpose) >= -math.expm1(-rate * g * tr.dt_min):
                 continue
             nf, _ = scan_neighbours(vs, t.occupancy, c.ctype, geo, sc.free, sc.tumour)
             if nf == 0:
@@ -419,17 +428,27 @@ def recruit(t, geo, p_ctl, p_nk, key, counters, sc):
 
 
 @numba.njit(**JIT)
-def transfer_lak(t, geo, n_cells, key, counters, sc):
-    """Adoptive transfer: ``n_cells`` LAK cells enter next to randomly chosen vessel sites (several tries each)."""
+def transfer_lak(t, geo, n_cells, tr, key, counters, sc):
+    """Adoptive transfer: ``n_cells`` LAK cells leave the blood next to vessel sites chosen with weight g, the
+    local chemokine signal (as recruitment; uniform where there is none anywhere), several tries each."""
     c = t.cells
     nv = t.vessels.shape[0]
     if nv == 0:
         counters[TRANSFER_FAILED] += n_cells
         return
+    total = 0.0
+    for v in range(nv):
+        total += local_signal(t, t.vessels[v], tr)
+        sc.vessel_weight[v] = total
     for k in range(n_cells):
         placed = False
         for attempt in range(16):
-            v = rng.randint(key.seed, key.step, k * 16 + attempt, rng.TRANSFER, nv)
+            u = rng.uniform(key.seed, key.step, k * 16 + attempt, rng.TRANSFER)
+            if total > 0.0:
+                v = np.searchsorted(sc.vessel_weight[:nv], u * total, side="right")
+                v = min(v, nv - 1)
+            else:
+                v = min(int(u * nv), nv - 1)
             nf, _ = scan_neighbours(t.vessels[v], t.occupancy, c.ctype, geo, sc.free, sc.tumour)
             if nf > 0:
                 s = sc.free[rng.randint(key.seed, key.step, k * 16 + attempt, rng.RECRUIT_SITE, nf)]

@@ -37,6 +37,13 @@ AxisFactors.__doc__ = """Precomputed tridiagonal factors for one axis, all speci
 mode : int (0 identity, 1 Thomas, 2 cyclic); f, g, z : float64 (n_species, n); r, inv_schur : float64 (n_species,).
 """
 
+Reaction = namedtuple("Reaction", ["uptake", "source", "vmask", "perm", "perm_plasma", "decay"])
+Reaction.__doc__ = """The site-local terms of one step.
+
+uptake, source : float32 (n_species, n_sites), 1/min and concentration/min; vmask : uint8 (n_sites,), times each site
+is listed as a vessel; perm, perm_plasma, decay : float64 (n_species,), P, P * C_plasma and k.
+"""
+
 
 def _pivots(n: int, r: float, closed_ends: bool) -> np.ndarray:
     """Thomas pivots of the n x n matrix tridiag(-r, diag, -r), computed without cancellation.
@@ -143,19 +150,25 @@ LINES_PER_TASK = 16  # x lines solved together: independent recursions interleav
 
 
 @numba.njit(**PARALLEL)
-def react_sweep_x(c, uptake, source, vmask, perm, perm_plasma, decay, dt, nx, mode, f, g, z, r, inv_schur):
-    """Pointwise backward-Euler reaction fused with the implicit x sweep, in place.
+def react_sweep_x(c, rx, dt, nx, ax, active):
+    """Pointwise backward-Euler reaction fused with the implicit x sweep, in place, for the species with
+    ``active[s] != 0`` (the others are left untouched).
 
     Reaction at site j, species s: ``c <- (c + dt*(S + m P Cp)) / (1 + dt*(k + U + m P))`` with ``m = vmask[j]``,
-    ``P = perm[s]``, ``P Cp = perm_plasma[s]``, ``k = decay[s]``, ``U = uptake[s, j]``, ``S = source[s, j]``.
+    ``P = perm[s]``, ``P Cp = perm_plasma[s]``, ``k = decay[s]``, ``U = uptake[s, j]``, ``S = source[s, j]``
+    (``rx``, a :class:`Reaction`); ``ax`` is the :class:`AxisFactors` of x.
     Tasks are groups of ``LINES_PER_TASK`` consecutive x lines of one species; within a group the Thomas recursion
     runs over x with the inner loop over the lines, so the independent recursions overlap in the pipeline.
     """
+    uptake, source, vmask, perm, perm_plasma, decay = rx
+    mode, f, g, z, r, inv_schur = ax
     ns = c.shape[0]
     nlines = c.shape[1] // nx
     ngroups = (nlines + LINES_PER_TASK - 1) // LINES_PER_TASK
     for task in numba.prange(ns * ngroups):
         s = task // ngroups
+        if active[s] == 0:
+            continue
         l0 = (task - s * ngroups) * LINES_PER_TASK
         nl = min(LINES_PER_TASK, nlines - l0)
         b = l0 * nx
@@ -202,14 +215,16 @@ def react_sweep_x(c, uptake, source, vmask, perm, perm_plasma, decay, dt, nx, mo
 
 
 @numba.njit(**PARALLEL)
-def sweep_strided(c, n_outer, n, n_inner, block, mode, f, g, z, r, inv_schur):
-    """Implicit sweep along a non-contiguous axis, in place.
+def sweep_strided(c, n_outer, n, n_inner, block, ax, active):
+    """Implicit sweep along a non-contiguous axis, in place, for the species with ``active[s] != 0``.
 
     Each species row of ``c`` is viewed as ``(n_outer, n, n_inner)`` in C order and solved along the middle axis:
     the y sweep is ``(nz, ny, nx)``, the z sweep ``(1, nz, nx*ny)``. The recursion runs over the ``n`` rows with the
     inner loop over a block of ``block`` contiguous columns (kept small enough for the block to stay in cache
-    between the forward and the backward pass). Tasks are (species, outer, block) triples.
+    between the forward and the backward pass). Tasks are (species, outer, block) triples. ``ax`` is the
+    :class:`AxisFactors` of the axis.
     """
+    mode, f, g, z, r, inv_schur = ax
     if mode == 0:
         return
     ns = c.shape[0]
@@ -217,6 +232,8 @@ def sweep_strided(c, n_outer, n, n_inner, block, mode, f, g, z, r, inv_schur):
     per_s = n_outer * nblocks
     for task in numba.prange(ns * per_s):
         s = task // per_s
+        if active[s] == 0:
+            continue
         rem = task - s * per_s
         o = rem // nblocks
         blk = rem - o * nblocks

@@ -41,6 +41,7 @@ WITHDRAWAL = 15
 TRANSFER = 16
 INIT = 17
 MOVE_COUNT = 18
+TRANSFER_ROUND = 19
 
 
 @numba.njit(inline="always", **JIT)

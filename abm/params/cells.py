@@ -13,7 +13,7 @@ class TumourParams(Group):
         "IFN-alpha that halves the division rate: factor 1/(1 + F/K)",
         gt=0,
         symbol="K_F,prolif",
-        source="SCIENCE.md s4",
+        source="brief s4 (docs/model.md)",
     )
     mhc_ifn_half_pM: float = P(
         10.0,
@@ -29,7 +29,7 @@ class TumourParams(Group):
         "time constant of MHC-I relaxing toward its IFN-driven target",
         gt=0,
         symbol="tau_MHC",
-        source="SCIENCE.md s4",
+        source="brief s4 (docs/model.md)",
     )
     drug_kill_per_uM_per_min: float = P(
         5e-6,
@@ -44,13 +44,13 @@ class TumourParams(Group):
 
 class CTLParams(Group):
     recruit_per_vessel_per_day: float = P(
-        0.01,
+        0.3,
         "1/day",
-        "CTL entry rate per vessel site at saturating tumour burden",
+        "CTL entry rate per vessel site at saturating tumour burden and saturating local chemokine",
         ge=0,
         le=100,
         symbol="r_CTL",
-        source="calibrated (untreated tumours escape)",
+        source="calibrated (docs/model.md 7.8): untreated tumours escape, high-dose IL-2 regresses them",
     )
     recruit_tumour_half_cells: float = P(
         1000.0, "cells", "tumour burden giving half-maximal CTL priming", gt=0, symbol="K_N", source="estimate"
@@ -67,15 +67,26 @@ class CTLParams(Group):
     il2_recruit_half_pM: float = P(
         200.0, "pM", "plasma IL-2 giving half of the recruitment boost", gt=0, symbol="K_sys", source="estimate"
     )
-    speed_um_per_min: float = P(8.0, "um/min", "migration speed", ge=0, le=100, symbol="v_CTL", source="SCIENCE.md s4")
-    tumour_bias: float = P(
-        1.0,
+    speed_um_per_min: float = P(
+        8.0, "um/min", "migration speed", ge=0, le=100, symbol="v_CTL", source="brief s4 (docs/model.md)"
+    )
+    chemotaxis_sensitivity: float = P(
+        20.0,
         "-",
-        "strength of the bias of each move toward the tumour (0 = unbiased random walk)",
+        "chemotactic sensitivity chi: a move to a neighbour weighs exp(chi (rho' - rho)), rho the chemokine "
+        "receptor occupancy c / (c + K_d) there and here (0 = unbiased random walk)",
         ge=0,
-        le=20,
-        symbol="beta",
-        source="choice: surrogate for a chemokine gradient",
+        le=1000,
+        symbol="chi_CTL",
+        source="calibrated (docs/model.md 7.6): recruits find a lesion a few hundred um away within days",
+    )
+    chemokine_receptor_kd_pM: float = P(
+        500.0,
+        "pM",
+        "dissociation constant of the chemokine receptor (CXCR3 for CXCL9/10) that senses the gradient",
+        gt=0,
+        symbol="K_d,CXCR3",
+        source="estimate: CXCL10 binds CXCR3 with nanomolar affinity (reported K_d about 0.1-5 nM)",
     )
     kill_prob: float = P(
         0.05,
@@ -84,10 +95,16 @@ class CTLParams(Group):
         ge=0,
         le=1,
         symbol="p_CTL",
-        source="2-16 kills/day in vivo (SCIENCE.md s4)",
+        source="2-16 kills/day in vivo (brief s4, docs/model.md)",
     )
     max_kills: int = P(
-        10, "kills", "kills after which a CTL is exhausted", ge=1, le=10**6, symbol="n_max,CTL", source="SCIENCE.md s4"
+        10,
+        "kills",
+        "kills after which a CTL is exhausted",
+        ge=1,
+        le=10**6,
+        symbol="n_max,CTL",
+        source="brief s4 (docs/model.md)",
     )
     secretion_window_h: float = P(
         8.0,
@@ -96,7 +113,7 @@ class CTLParams(Group):
         ge=0,
         le=1000,
         symbol="T_sec",
-        source="SCIENCE.md s4",
+        source="brief s4 (docs/model.md)",
     )
     prolif_requires_activation: bool = P(
         True,
@@ -105,7 +122,12 @@ class CTLParams(Group):
         source="choice: the high-affinity IL-2 receptor (CD25) is expressed after TCR activation",
     )
     prolif_time_h: float = P(
-        12.0, "h", "mean time to divide at saturating IL-2", gt=0, symbol="tau_prolif", source="SCIENCE.md s4"
+        12.0,
+        "h",
+        "mean time to divide at saturating IL-2",
+        gt=0,
+        symbol="tau_prolif",
+        source="brief s4 (docs/model.md)",
     )
     il2_prolif_half_pM: float = P(
         10.0,
@@ -113,9 +135,11 @@ class CTLParams(Group):
         "IL-2 giving half-maximal proliferation (high-affinity receptor)",
         gt=0,
         symbol="K_I,prolif",
-        source="SCIENCE.md s4",
+        source="brief s4 (docs/model.md)",
     )
-    lifespan_days: float = P(5.0, "day", "mean natural lifespan", gt=0, symbol="T_CTL", source="SCIENCE.md s4")
+    lifespan_days: float = P(
+        5.0, "day", "mean natural lifespan", gt=0, symbol="T_CTL", source="brief s4 (docs/model.md)"
+    )
     aicd_rate_per_day: float = P(
         2.0,
         "1/day",
@@ -126,20 +150,31 @@ class CTLParams(Group):
         source="estimate",
     )
     aicd_half_pM: float = P(
-        1000.0, "pM", "IL-2 giving half-maximal AICD", gt=0, symbol="K_AICD", source="SCIENCE.md s4"
+        1000.0, "pM", "IL-2 giving half-maximal AICD", gt=0, symbol="K_AICD", source="brief s4 (docs/model.md)"
     )
 
 
 class NKParams(Group):
     recruit_per_vessel_per_day: float = P(
-        0.005, "1/day", "NK entry rate per vessel site", ge=0, le=100, symbol="r_NK", source="calibrated"
+        0.15,
+        "1/day",
+        "NK entry rate per vessel site at saturating local chemokine",
+        ge=0,
+        le=100,
+        symbol="r_NK",
+        source="calibrated (docs/model.md 7.8): half the CTL rate, as before the chemokine",
     )
     il2_recruit_boost: float = P(
         4.0, "-", "maximal extra fold-recruitment driven by plasma IL-2", ge=0, le=1000, source="estimate"
     )
     il2_recruit_half_pM: float = P(200.0, "pM", "plasma IL-2 giving half of the boost", gt=0, source="estimate")
     speed_um_per_min: float = P(8.0, "um/min", "migration speed", ge=0, le=100, source="estimate (as CTL)")
-    tumour_bias: float = P(1.0, "-", "bias of each move toward the tumour", ge=0, le=20, source="choice")
+    chemotaxis_sensitivity: float = P(
+        20.0, "-", "chemotactic sensitivity chi (as ctl.chemotaxis_sensitivity)", ge=0, le=1000, source="as CTL"
+    )
+    chemokine_receptor_kd_pM: float = P(
+        500.0, "pM", "dissociation constant of the chemokine receptor (CXCR3)", gt=0, source="as CTL"
+    )
     kill_prob: float = P(
         0.05,
         "-",
@@ -159,7 +194,7 @@ class NKParams(Group):
         "IL-2 giving half-maximal activation (intermediate-affinity receptor)",
         gt=0,
         symbol="K_A,IL2",
-        source="SCIENCE.md s4",
+        source="brief s4 (docs/model.md)",
     )
     ifn_activation_half_pM: float = P(
         20.0, "pM", "IFN-alpha giving half-maximal activation", gt=0, symbol="K_A,IFN", source="estimate"
@@ -170,7 +205,7 @@ class NKParams(Group):
         "local IL-2 above which exposure toward LAK conversion accumulates",
         gt=0,
         symbol="theta_LAK",
-        source="SCIENCE.md s4 (100-1,000 IU/mL)",
+        source="brief s4 (docs/model.md): LAK cells arise at 100-1,000 IU/mL",
     )
     lak_exposure_h: float = P(
         72.0,
@@ -178,7 +213,7 @@ class NKParams(Group):
         "cumulative exposure above the threshold that converts an NK cell to LAK",
         gt=0,
         symbol="T_LAK",
-        source="SCIENCE.md s4 (3-5 days)",
+        source="brief s4 (docs/model.md): over 3-5 days",
     )
     lifespan_days: float = P(10.0, "day", "mean natural lifespan", gt=0, source="estimate (NK half-life 1-2 weeks)")
 
@@ -195,14 +230,30 @@ class LAKParams(Group):
     )
     max_kills: int = P(20, "kills", "kills after which a LAK cell stops killing", ge=1, le=10**6, source="estimate")
     speed_um_per_min: float = P(8.0, "um/min", "migration speed", ge=0, le=100, source="estimate")
-    tumour_bias: float = P(1.0, "-", "bias of each move toward the tumour", ge=0, le=20, source="choice")
+    chemotaxis_sensitivity: float = P(
+        20.0, "-", "chemotactic sensitivity chi (as ctl.chemotaxis_sensitivity)", ge=0, le=1000, source="as CTL"
+    )
+    chemokine_receptor_kd_pM: float = P(
+        500.0, "pM", "dissociation constant of the chemokine receptor (CXCR3)", gt=0, source="as CTL"
+    )
+    homing_fraction: float = P(
+        0.01,
+        "-",
+        "share of infused LAK cells that reach tumour deposits; a lesion receives this share in proportion to its "
+        "part of the body's tumour burden (patient.tumour_burden_cells)",
+        ge=0,
+        le=1,
+        symbol="f_home",
+        source="estimate: labelled LAK cells localise mostly to lung, liver and spleen; about 1% of the dose "
+        "reaches tumour",
+    )
     withdrawal_threshold_pM: float = P(
         100.0,
         "pM",
         "local IL-2 below which a LAK cell dies of cytokine withdrawal",
         ge=0,
         symbol="theta_wd",
-        source="SCIENCE.md s4",
+        source="brief s4 (docs/model.md)",
     )
     withdrawal_death_per_day: float = P(
         1.0, "1/day", "death rate below the withdrawal threshold", ge=0, le=1000, source="estimate"

@@ -7,11 +7,19 @@ from abm.params.core import Group, P
 
 
 class PatientParams(Group):
-    """Everything that differs between virtual patients (SCIENCE.md s9): a cohort is a distribution over this block."""
+    """Everything that differs between virtual patients (docs/model.md, brief s9): a cohort is a distribution over
+    this block."""
 
-    weight_kg: float = P(70.0, "kg", "body weight (converts IU/kg doses)", gt=0, le=500, source="SCIENCE.md s4")
+    weight_kg: float = P(
+        70.0, "kg", "body weight (converts IU/kg doses)", gt=0, le=500, source="brief s4 (docs/model.md)"
+    )
     surface_area_m2: float = P(
-        1.8, "m^2", "body surface area (converts MIU/m^2 and mg/m^2 doses)", gt=0, le=5, source="SCIENCE.md s4"
+        1.8,
+        "m^2",
+        "body surface area (converts MIU/m^2 and mg/m^2 doses)",
+        gt=0,
+        le=5,
+        source="brief s4 (docs/model.md)",
     )
     tumour_division_time_h: float = P(
         48.0,
@@ -20,10 +28,16 @@ class PatientParams(Group):
         gt=0,
         le=1e4,
         symbol="tau_div",
-        source="SCIENCE.md s4",
+        source="brief s4 (docs/model.md)",
     )
     mhc_baseline: float = P(
-        0.3, "-", "MHC-I level of a tumour cell without IFN-alpha", ge=0, le=1, symbol="m0", source="SCIENCE.md s4"
+        0.3,
+        "-",
+        "MHC-I level of a tumour cell without IFN-alpha",
+        ge=0,
+        le=1,
+        symbol="m0",
+        source="brief s4 (docs/model.md)",
     )
     antigenicity: float = P(
         1.0,
@@ -43,7 +57,7 @@ class PatientParams(Group):
         "fraction of lattice sites outside the initial tumour that are vessels",
         ge=0,
         le=0.5,
-        source="SCIENCE.md s4",
+        source="brief s4 (docs/model.md)",
     )
     toxicity_hold_threshold: float = P(
         0.5,
@@ -62,4 +76,14 @@ class PatientParams(Group):
         le=100,
         symbol="S_DLT",
         source="calibrated: see docs/therapy.md",
+    )
+    tumour_burden_cells: float = P(
+        1e10,
+        "cells",
+        "the patient's whole tumour burden: the simulated lesion's share of an infused cell product is its cell "
+        "count over this (docs/model.md, adoptive transfer)",
+        gt=0,
+        le=1e14,
+        symbol="N_body",
+        source="about 1e9-1e11 tumour cells in patients treated with LAK + IL-2 (Rosenberg 1987-1993)",
     )

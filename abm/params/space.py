@@ -8,14 +8,22 @@ from abm.params.core import Group, P
 
 
 class LatticeParams(Group):
-    nx: int = P(200, "sites", "lattice sites along x", ge=1, le=4096, symbol="n_x", source="SCIENCE.md s2")
-    ny: int = P(200, "sites", "lattice sites along y", ge=1, le=4096, symbol="n_y", source="SCIENCE.md s2")
-    nz: int = P(1, "sites", "lattice sites along z (1 = a 2D run)", ge=1, le=4096, symbol="n_z", source="SCIENCE.md s2")
+    nx: int = P(200, "sites", "lattice sites along x", ge=1, le=4096, symbol="n_x", source="brief s2 (docs/model.md)")
+    ny: int = P(200, "sites", "lattice sites along y", ge=1, le=4096, symbol="n_y", source="brief s2 (docs/model.md)")
+    nz: int = P(
+        1,
+        "sites",
+        "lattice sites along z (1 = a 2D run)",
+        ge=1,
+        le=4096,
+        symbol="n_z",
+        source="brief s2 (docs/model.md)",
+    )
     spacing_um: float = P(
-        20.0, "um", "site spacing, one cell diameter", ge=1, le=200, symbol="h", source="SCIENCE.md s2"
+        20.0, "um", "site spacing, one cell diameter", ge=1, le=200, symbol="h", source="brief s2 (docs/model.md)"
     )
     boundary: Literal["closed", "periodic"] = P(
-        "closed", "-", "closed: no-flux fields, walls for cells; periodic: both wrap", source="SCIENCE.md s2"
+        "closed", "-", "closed: no-flux fields, walls for cells; periodic: both wrap", source="brief s2 (docs/model.md)"
     )
 
     @property
@@ -28,9 +36,17 @@ class LatticeParams(Group):
 
 
 class TimeParams(Group):
-    dt_min: float = P(10.0, "min", "agent step", gt=0, le=60, symbol="dt", source="SCIENCE.md s2")
+    dt_min: float = P(10.0, "min", "agent step", gt=0, le=60, symbol="dt", source="brief s2 (docs/model.md)")
     field_substeps: int = P(
         1, "-", "field solver sub-steps per agent step (accuracy; the scheme is stable at any dt)", ge=1, le=100
+    )
+    field_rtol: float = P(
+        1e-6,
+        "-",
+        "coupled field step: relative residual at which the conjugate-gradient solve stops (bounds the error "
+        "relative to the right-hand side; see docs/solver.md)",
+        gt=0,
+        le=1e-2,
     )
 
 
@@ -68,4 +84,18 @@ class InitParams(Group):
 class VesselParams(Group):
     tumour_margin_um: float = P(
         0.0, "um", "vessels are placed at least this far outside the initial tumour", ge=0, le=1e5
+    )
+    chemokine: str = P(
+        "cxcl10",
+        "-",
+        "the species that guides effector cells: they leave the blood where it is and move up its gradient "
+        "(a key of species; empty: no local signal, every vessel recruits alike and moves are unbiased)",
+    )
+    recruitment_half_pM: float = P(
+        100.0,
+        "pM",
+        "chemokine at a vessel site giving half-maximal extravasation there: entry rate x c / (c + K_rec)",
+        gt=0,
+        symbol="K_rec",
+        source="calibrated (docs/model.md 7.5): vessels beyond a few hundred um of the lesion admit next to none",
     )

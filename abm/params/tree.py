@@ -42,6 +42,18 @@ class Params(Group):
         undiffused = [d for d in self.pk if d not in self.species]
         if undiffused:
             raise ValueError(f"pk.{undiffused[0]}: a dosed drug needs a species entry species.{undiffused[0]}")
+        if self.vessels.chemokine and self.vessels.chemokine not in self.species:
+            raise ValueError(
+                f"vessels.chemokine = {self.vessels.chemokine!r} is not a species; allowed: {', '.join(self.species)} "
+                "or '' (no local trafficking signal)"
+            )
+        for sp, spec in self.species.items():
+            for cell_type, ex in spec.cells.items():
+                if ex.induced_by and ex.induced_by not in self.species:
+                    raise ValueError(
+                        f"species.{sp}.cells.{cell_type}.induced_by = {ex.induced_by!r} is not a species; allowed: "
+                        f"{', '.join(self.species)}"
+                    )
         if self.toxicity.drug not in self.pk:
             raise ValueError(f"toxicity.drug = {self.toxicity.drug!r} has no PK model; allowed: {', '.join(self.pk)}")
         if self.patient.toxicity_dlt_threshold < self.patient.toxicity_hold_threshold:

@@ -16,13 +16,15 @@ What is shared with :class:`abm.Model` and what is not:
 
 One step (docs/model.md, scheduling), exactly as in :meth:`abm.Model.step`:
 
-1. therapy: plasma levels over the step, doses, adoptive LAK transfer next to random vessels;
+1. therapy: plasma levels over the step, doses, adoptive LAK transfer (the lesion's share of the infused dose)
+   next to vessels chosen with weight their local chemokine signal;
 2. fields: each cell sets its uptake (Michaelis-Menten, linearised) and secretion of every species its type
    exchanges (the species' tables), then the solver advances exchange with plasma, decay, uptake, secretion and
    diffusion;
 3. cells: every cell alive at the start of the step acts once, in a random order; a cell killed before its turn
    does not act; newborn cells wait for the next step; when two cells want one site, the earlier one gets it;
-4. recruitment: each vessel (in site order) lets in a CTL, then an NK cell, at a random free neighbour;
+4. recruitment: each vessel (in site order) lets in a CTL, then an NK cell, at a random free neighbour, with a
+   probability set by the whole-patient drivers and the local chemokine at the vessel;
 5. observe: counts, tumour area, and this step's event counters.
 
 2D only.
@@ -56,6 +58,11 @@ class Vessel(FixedAgent):
     def __init__(self, model: ReferenceModel, cell) -> None:
         super().__init__(model)
         self.cell = cell
+
+    @property
+    def site(self) -> int:
+        x, y = self.cell.coordinate
+        return x + self.model.nx * y
 
 
 class LatticeCell(CellAgent):
@@ -114,27 +121,27 @@ class LatticeCell(CellAgent):
         self.alive = False
         self.remove()
 
-    def move(self, n_moves: float, bias: float) -> None:
+    def move(self, n_moves: float, chi: float, kd: float) -> None:
         """Up to ``n_moves`` steps into empty neighbouring sites (the fractional part is a chance of one more),
-        each chosen with weight exp(bias * cos(angle to the tumour centroid)); stops next to a tumour cell or
-        when boxed in."""
+        each chosen with weight exp(chi (rho' - rho)), rho = c / (c + kd) the chemokine receptor occupancy at the
+        candidate site and here (chemotaxis; unbiased without a chemokine); stops next to a tumour cell or when
+        boxed in."""
         whole = int(n_moves)
         n = whole + (1 if self.chance(n_moves - whole) else 0)
-        cx, cy = self.model.centroid
+        chem = self.model.sp.chemokine
+        biased = chem >= 0 and chi > 0.0
+        nx = self.model.nx
         for _ in range(n):
             free, tumour = self.surroundings()
             if tumour or not free:
                 return
-            x, y = self.cell.coordinate
-            dx, dy = cx - x, cy - y
-            dn = math.hypot(dx, dy)  # nan when there is no tumour: then no bias
-            weights = []
-            for c in free:
-                w = 1.0
-                if bias > 0.0 and dn > 1e-9:
-                    ox, oy = c.coordinate[0] - x, c.coordinate[1] - y
-                    w = math.exp(bias * (ox * dx + oy * dy) / (math.hypot(ox, oy) * dn))
-                weights.append(w)
+            weights = [1.0] * len(free)
+            if biased:
+                c0 = float(self.model.conc[chem, self.site])
+                rho0 = c0 / (c0 + kd)
+                for k, c in enumerate(free):
+                    cs = float(self.model.conc[chem, c.coordinate[0] + nx * c.coordinate[1]])
+                    weights[k] = math.exp(chi * (cs / (cs + kd) - rho0))
             self.cell = self.model.random.choices(free, weights=weights)[0]
 
     def kill(self, target: TumourCell, counter: str) -> None:
@@ -205,7 +212,7 @@ class CTL(LatticeCell):
         else:
             self.timer_min = max(0.0, self.timer_min - r.dt_min)
             if not tumour:
-                self.move(r.ctl.moves_per_step, r.ctl.tumour_bias)
+                self.move(r.ctl.moves_per_step, r.ctl.chemotaxis_sensitivity, r.ctl.chemokine_receptor_kd_pM)
         # only activated CTL (engaged within their secretion window) carry the high-affinity IL-2 receptor
         activated = self.timer_min > 0.0 or not r.ctl.prolif_requires_activation
         if (
@@ -255,7 +262,7 @@ class NKCell(LatticeCell):
                 if self.chance(r.nk.kill_prob * (1.0 - target.mhc) * activation):  # missing self
                     self.kill(target, "kills_nk")
         else:
-            self.move(r.nk.moves_per_step, r.nk.tumour_bias)
+            self.move(r.nk.moves_per_step, r.nk.chemotaxis_sensitivity, r.nk.chemokine_receptor_kd_pM)
 
 
 class LAKCell(LatticeCell):
@@ -281,7 +288,7 @@ class LAKCell(LatticeCell):
                 if self.chance(r.lak.kill_prob):  # MHC-unrestricted
                     self.kill(target, "kills_lak")
         else:
-            self.move(r.lak.moves_per_step, r.lak.tumour_bias)
+            self.move(r.lak.moves_per_step, r.lak.chemotaxis_sensitivity, r.lak.chemokine_receptor_kd_pM)
 
 
 IMMUNE = (CTL, NKCell, LAKCell)
@@ -348,13 +355,14 @@ class ReferenceModel(Model):
             [p.species[s].decay_per_min for s in self.species],
             periodic=periodic,
             substeps=p.time.field_substeps,
+            coupled=[p.species[s].scheme == "coupled" for s in self.species],
+            rtol=p.time.field_rtol,
         )
         self.permeability = np.array([p.species[s].vessel_permeability_per_min for s in self.species])
         self.plasma = np.zeros(len(self.species))
         self.therapy = scenario.make_therapy()
         self.step_index = 0
         self.counters: Counter = Counter()
-        self.centroid = (math.nan, math.nan)
         self.latest = self.observe()
 
     # ------------------------------------------------------------------ helpers
@@ -364,14 +372,6 @@ class ReferenceModel(Model):
     def cells_of(self, kind: type) -> list:
         return list(self.agents_by_type.get(kind, []))
 
-    def tumour_centroid(self) -> tuple[float, float]:
-        tumour = self.cells_of(TumourCell)
-        if not tumour:
-            return (math.nan, math.nan)
-        xs = [t.cell.coordinate[0] for t in tumour]
-        ys = [t.cell.coordinate[1] for t in tumour]
-        return (sum(xs) / len(xs), sum(ys) / len(ys))
-
     def free_next_to(self, vessel: Vessel) -> list:
         return [c for c in vessel.cell.neighborhood if c.is_empty]
 
@@ -380,10 +380,14 @@ class ReferenceModel(Model):
         self.counters = Counter()
         n_tumour_at_start = self.latest["n_tumour"]
         # 1. therapy
+        lak_dose = 0.0
         if self.therapy is not None:
             ts = self.therapy.advance(self.step_index)
             self.plasma[:] = ts.plasma
-            for _ in range(int(ts.lak_cells)):
+            lak_dose = ts.lak_cells
+        ctl_rate, nk_rate = self.recruitment_rates_per_day(n_tumour_at_start)
+        if lak_dose > 0:
+            for _ in range(self.lesion_share(lak_dose, n_tumour_at_start)):
                 self.transfer_one_lak()
         # 2. fields: cells set uptake and secretion at their sites (the species' exchange tables), then the solver
         for j in self.exchanged:
@@ -394,17 +398,17 @@ class ReferenceModel(Model):
                 a.exchange()
         self.solver.step(self.conc, self.uptake, self.source, self.vessel_sites, self.permeability, self.plasma)
         # 3. cells, in random order; newborns wait; the dead do not act
-        self.centroid = self.tumour_centroid()
         order = [a for a in self.agents if isinstance(a, LatticeCell)]
         self.random.shuffle(order)
         for a in order:
             if a.alive:
                 a.act()
-        # 4. recruitment at vessels (probabilities from the tumour count at the start of the step)
-        p_ctl, p_nk = self.recruitment_probabilities(n_tumour_at_start)
+        # 4. recruitment at vessels, where the lesion's chemokine is (rates from the start of the step)
+        dt_day = self.dt_min / 1440.0
         for v in self.vessels:
-            for kind, p, counter in ((CTL, p_ctl, "recruited_ctl"), (NKCell, p_nk, "recruited_nk")):
-                if p > 0.0 and self.random.random() < p:
+            g = self.local_signal(v)
+            for kind, rate, counter in ((CTL, ctl_rate, "recruited_ctl"), (NKCell, nk_rate, "recruited_nk")):
+                if rate > 0.0 and g > 0.0 and self.random.random() < -math.expm1(-rate * g * dt_day):
                     free = self.free_next_to(v)
                     if free:
                         kind(self, self.random.choice(free))
@@ -413,20 +417,39 @@ class ReferenceModel(Model):
         self.step_index += 1
         self.latest = self.observe()
 
+    def local_signal(self, vessel: Vessel) -> float:
+        """Extravasation drive at a vessel: c / (c + K_rec) of the chemokine there (1 without a chemokine)."""
+        if self.sp.chemokine < 0:
+            return 1.0
+        c = float(self.conc[self.sp.chemokine, vessel.site])
+        return c / (c + self.params.vessels.recruitment_half_pM)
+
     def transfer_one_lak(self) -> None:
-        """Adoptive transfer of one LAK cell next to a random vessel (16 tries)."""
+        """Adoptive transfer of one LAK cell next to a vessel chosen with weight its local signal (16 tries)."""
+        weights = [self.local_signal(v) for v in self.vessels]
         for _ in range(16):
             if not self.vessels:
                 break
-            free = self.free_next_to(self.random.choice(self.vessels))
+            if sum(weights) > 0:
+                v = self.random.choices(self.vessels, weights=weights)[0]
+            else:
+                v = self.random.choice(self.vessels)
+            free = self.free_next_to(v)
             if free:
                 LAKCell(self, self.random.choice(free))
                 self.counters["transferred_lak"] += 1
                 return
         self.counters["transfer_failed"] += 1
 
-    def recruitment_probabilities(self, n_t: float) -> tuple[float, float]:
-        """Per-vessel probabilities of a CTL and an NK entry this step (as abm.Model.recruitment_probabilities)."""
+    def lesion_share(self, dose_cells: float, n_t: float) -> int:
+        """LAK cells of an infusion reaching this lesion (as abm.Model.lesion_share)."""
+        p = self.params
+        x = dose_cells * p.lak.homing_fraction * n_t / p.patient.tumour_burden_cells
+        whole = int(x)
+        return whole + int(self.random.random() < x - whole)
+
+    def recruitment_rates_per_day(self, n_t: float) -> tuple[float, float]:
+        """Per-vessel CTL and NK entry rates at saturating local signal (as abm.Model.recruitment_rates_per_day)."""
         p, cp = self.params, float(self.plasma[self.sp.il2])
         ctl = (
             p.ctl.recruit_per_vessel_per_day
@@ -440,8 +463,7 @@ class ReferenceModel(Model):
             * p.patient.nk_recruitment_scale
             * (1.0 + p.nk.il2_recruit_boost * cp / (cp + p.nk.il2_recruit_half_pM))
         )
-        dt_day = self.dt_min / 1440.0
-        return -math.expm1(-ctl * dt_day), -math.expm1(-nk * dt_day)
+        return ctl, nk
 
     def observe(self) -> dict[str, float]:
         n = {

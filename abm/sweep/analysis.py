@@ -39,7 +39,7 @@ from abm.params import ParameterError
 
 Z95 = 1.959963984540054
 CONF = 0.95
-DLT_LIMIT = 0.33  # MTD: the highest dose whose dose-limiting rate stays below this (SCIENCE.md s4)
+DLT_LIMIT = 0.33  # MTD: the highest dose whose dose-limiting rate stays below this (docs/model.md, brief s4)
 N_BOOT = 2000
 RESPONDERS = ("CR", "PR")
 MAX_HALF_WIDTH = 0.25  # a sweep is readable when a proportion's 95% interval is narrower than +-0.25 at worst

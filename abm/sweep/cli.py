@@ -36,11 +36,12 @@ def register(sub) -> None:
 
     a = sub.add_parser(
         "analyze",
-        help="tables (CSV) and figures (PNG) from a sweep directory",
+        help="tables (CSV) and figures (PNG) from a sweep or virtual-trial directory",
         description="Analyse DIR (its sweep.sqlite, else sweep.h5): dose-response, combination grid or sensitivity, "
-        "chosen by the sweep's 'analysis' key.",
+        "chosen by the sweep's 'analysis' key; for a virtual trial (abm trial) the per-patient and arm tables, the "
+        "paired comparisons, the clinical comparison and the waterfall, swimmer, spider and forest plots.",
     )
-    a.add_argument("dir", help="sweep output directory (holding sweep.sqlite or sweep.h5)")
+    a.add_argument("dir", help="sweep or trial output directory (holding sweep.sqlite or sweep.h5)")
     a.add_argument("--out", "-o", metavar="DIR", help="where to write tables and figures (default: DIR/analysis)")
     a.add_argument("--prefix", default="", help="prefix for the figure and table file names")
     a.set_defaults(func=cmd_analyze)
@@ -78,8 +79,13 @@ def cmd_sweep(args) -> int:
 
 def cmd_analyze(args) -> int:
     from abm.sweep.analysis import analyze
+    from abm.trial.runner import is_trial
 
     out = Path(args.out) if args.out else Path(args.dir) / "analysis"
+    if is_trial(args.dir):  # a virtual trial (abm trial): its tables and the clinic's figures
+        from abm.trial.analysis import analyze_trial
+
+        analyze = analyze_trial
     written = analyze(args.dir, out, prefix=args.prefix)
     for w in written:
         print(f"wrote {w}")

@@ -18,7 +18,7 @@ A regimen is a list of dosing blocks and adoptive transfers::
     [[regimen.doses]]       # ... or a weekly pattern: weeks (1-based, from start_day), weekdays (1-7), per_day
     [[regimen.transfers]]
     day = 0
-    cells = 500
+    cells_per_infusion = 1e10   # the whole patient's dose; the lesion receives its share
     [regimen.dose_scale]
     il2 = 1.0
 
@@ -144,10 +144,14 @@ class DoseBlock(Group):
 
 
 class Transfer(Group):
-    """An adoptive transfer of LAK cells (lattice cells, scaled to the simulated tissue)."""
+    """An adoptive transfer of LAK cells, dosed as the clinic doses it: cells per infusion into the patient. The
+    simulated lesion receives its share (docs/model.md, adoptive transfer): dose x lak.homing_fraction x (lesion
+    tumour cells / patient.tumour_burden_cells)."""
 
     day: float = P(0.0, "day", "days from the start of the run", ge=0, le=3660)
-    cells: int = P(0, "cells", "LAK cells injected through vessel sites", ge=0, le=10**9)
+    cells_per_infusion: float = P(
+        0.0, "cells", "LAK cells infused into the patient (Rosenberg: about 1e10 per infusion)", ge=0, le=1e13
+    )
     note: str = P("", "-", "free text")
 
 
@@ -177,7 +181,7 @@ class ScheduledDose:
 @dataclass(frozen=True)
 class ScheduledTransfer:
     time_min: float
-    cells: int
+    cells: float
     index: int
     note: str = ""
 
@@ -263,7 +267,7 @@ class Regimen(Group):
         """Every transfer due in ``[0, days)``, sorted by time."""
         end = days * MIN_PER_DAY
         out = [
-            ScheduledTransfer(tr.day * MIN_PER_DAY, tr.cells, i, tr.note)
+            ScheduledTransfer(tr.day * MIN_PER_DAY, tr.cells_per_infusion, i, tr.note)
             for i, tr in enumerate(self.transfers)
             if tr.day * MIN_PER_DAY < end
         ]

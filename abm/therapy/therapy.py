@@ -39,7 +39,7 @@ class TherapyStep:
 
     plasma: np.ndarray
     toxicity: float
-    lak_cells: int
+    lak_cells: float
     events: list[dict[str, Any]] = field(default_factory=list)
     doses_given: int = 0
     doses_held: int = 0
@@ -81,7 +81,7 @@ class Therapy:
         self.course_stopped = False
         self.dlt_time_min: float | None = None
         self.events: list[dict[str, Any]] = []
-        self.totals = {"doses_given": 0, "doses_held": 0, "doses_cancelled": 0, "lak_cells": 0}
+        self.totals = {"doses_given": 0, "doses_held": 0, "doses_cancelled": 0, "lak_cells": 0.0}
 
     # ---- queries
     @property
@@ -119,7 +119,7 @@ class Therapy:
         counts = {"dose_given": 0, "dose_held": 0, "dose_cancelled": 0}
 
         # transfers first: they do not depend on the score
-        lak = 0
+        lak = 0.0
         while self._next_transfer < len(self.transfers) and self._transfer_steps[self._next_transfer] <= step:
             tr = self.transfers[self._next_transfer]
             self._next_transfer += 1

@@ -193,7 +193,9 @@ def _write_mp4(out: Path, frames, render, fps: float, bar) -> None:
     try:
         import imageio_ffmpeg
     except ImportError as e:  # pragma: no cover - depends on the installed extras
-        raise RuntimeError("MP4 output needs imageio-ffmpeg: pip install 'abm[viz]' (or imageio-ffmpeg)") from e
+        raise RuntimeError(
+            'MP4 output needs imageio-ffmpeg: in the abm clone, python -m pip install -e ".[viz]" (or write a .gif)'
+        ) from e
     first = render(int(frames[0]))
     h, w = first.shape[:2]
     writer = imageio_ffmpeg.write_frames(

@@ -208,7 +208,7 @@ def cmd_serve(args) -> int:
     try:
         import solara  # noqa: F401
     except ImportError:
-        raise _usage("abm serve needs solara: pip install 'abm[viz]'") from None
+        raise _usage('abm serve needs solara: in the abm clone, python -m pip install -e ".[viz]"') from None
     from abm.scenario import Scenario
 
     from .app import SERVE_SETS

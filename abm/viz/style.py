@@ -38,9 +38,14 @@ CELL_OBSERVABLE = {TUMOUR: "n_tumour", CTL: "n_ctl", NK: "n_nk", LAK: "n_lak"}
 # drawing priority in a projection: a site column shows its highest-priority occupant (immune over tumour)
 PROJECTION_PRIORITY = (EMPTY, TUMOUR, NK, CTL, LAK, VESSEL_CODE)
 
-SPECIES_LABELS = {"il2": "IL-2", "ifna": "IFN-alpha", "drug": "drug"}
-SPECIES_COLOURS = {"il2": OKABE_ITO["blue"], "ifna": OKABE_ITO["bluish_green"], "drug": OKABE_ITO["vermillion"]}
-SPECIES_CMAPS = {"il2": "Blues", "ifna": "Greens", "drug": "Oranges"}
+SPECIES_LABELS = {"il2": "IL-2", "ifna": "IFN-alpha", "drug": "drug", "cxcl10": "CXCL10"}
+SPECIES_COLOURS = {
+    "il2": OKABE_ITO["blue"],
+    "ifna": OKABE_ITO["bluish_green"],
+    "drug": OKABE_ITO["vermillion"],
+    "cxcl10": OKABE_ITO["sky_blue"],
+}
+SPECIES_CMAPS = {"il2": "Blues", "ifna": "Greens", "drug": "Oranges", "cxcl10": "Purples"}
 KILLER_COLOURS = {
     "ctl": CELL_COLOURS[CTL],
     "nk": CELL_COLOURS[NK],
