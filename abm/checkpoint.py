@@ -459,14 +459,25 @@ class Checkpoint:
         names, steps, times, rows = self.recorded()
         want = [int(s) for s in steps if self.snapshot_every and s % self.snapshot_every == 0]
         frames: dict[int, Any] = {}
+        cells: dict[int, Any] = {}
         if want:
-            frames = self._snapshots(want, species)
+            frames, cells = self._snapshots(want, species)
         for i, s in enumerate(steps):
             obs = {k: rows[i, j] for j, k in enumerate(names)}
-            traj.report(Frame(int(s), float(times[i]), obs, frames.get(int(s)), None, None))
+            traj.report(Frame(int(s), float(times[i]), obs, frames.get(int(s)), None, None, cells.get(int(s))))
         return len(frames)
 
-    def _snapshots(self, want: list[int], species: list[str]) -> dict[int, Any]:
+    @staticmethod
+    def _cell_frames(f: Any, want: list[int]) -> dict[int, Any]:
+        """The per-cell table of each wanted step that the partial file holds (format 1.2; none in older files)."""
+        if "particles/cells" not in f:
+            return {}
+        g = f["particles/cells"]
+        index = {int(s): i for i, s in enumerate(g["step"][:])}
+        start, count = g["start"][:], g["count"][:]
+        return {s: _cell_frame_columns(g, int(start[index[s]]), int(count[index[s]])) for s in want if s in index}
+
+    def _snapshots(self, want: list[int], species: list[str]) -> tuple[dict[int, Any], dict[int, Any]]:
         from abm.simulation import Snapshot  # noqa: PLC0415
 
         p = self.partial
@@ -490,9 +501,17 @@ class Checkpoint:
                     i = have[s]
                     fields = {sp: f["fields"][sp]["value"][i].reshape(-1) for sp in species}
                     out[s] = Snapshot(ct["value"][i].reshape(-1), fields)
-                return out
+                return out, self._cell_frames(f, want)
         except (OSError, KeyError) as e:
             raise UsageError(f"{p}: cannot read the snapshots the checkpoint {self.path} needs ({e})") from None
+
+
+def _cell_frame_columns(g: Any, start: int, count: int) -> dict[str, np.ndarray]:
+    """One frame of a per-cell table, keyed as :data:`~abm.kernels.records.CellArrays` (what a Frame carries)."""
+    rows = slice(start, start + count)
+    out = {name: g[name][rows] for name in ("id", "site", "mhc", "age_min", "kills", "timer_min", "exposure_min")}
+    out["ctype"] = g["type"][rows]
+    return out
 
 
 def read(path: str | os.PathLike) -> Checkpoint:

@@ -128,14 +128,22 @@ def check_scenario(run: Any, params: Any, regimen: Any, where: Where) -> None:
         )
     cap = capacity(params)
     sites = n_sites(params.lattice)
+    # A transfer's lesion share is dose x homing fraction x (lesion tumour cells / body burden); the lesion never
+    # holds more than the capacity, so this bounds the cells one infusion can place (docs/model.md 7.4).
+    per_lesion_cell = params.lak.homing_fraction / params.patient.tumour_burden_cells
+    max_dose = 1.0 / per_lesion_cell if per_lesion_cell > 0 else math.inf
     for i, tr in enumerate(regimen.transfers):
-        if tr.cells > cap:
+        worst = tr.cells_per_infusion * per_lesion_cell * cap
+        if worst > cap:
             lines.append(
                 _line(
                     where,
-                    ("regimen", "transfers", str(i), "cells"),
-                    f"{tr.cells:,} LAK cells exceed the cells this tissue can hold (init.cell_capacity = {cap:,}, "
-                    f"the lattice has {sites:,} sites)",
+                    ("regimen", "transfers", str(i), "cells_per_infusion"),
+                    f"{tr.cells_per_infusion:,.4g} cells per infusion could send up to {worst:,.4g} LAK cells to "
+                    f"this lesion (x lak.homing_fraction {params.lak.homing_fraction:g} x lesion cells / "
+                    f"patient.tumour_burden_cells {params.patient.tumour_burden_cells:g}), more than the tissue "
+                    f"holds (init.cell_capacity = {cap:,}, the lattice has {sites:,} sites); at most "
+                    f"{max_dose:,.4g} cells per infusion",
                 )
             )
     init = params.init

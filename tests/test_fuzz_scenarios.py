@@ -231,7 +231,9 @@ def mutated_scenario(draw):
                 + ("\nweekdays = [1]" if field == "weeks" else "\nweeks = [1]")
             )
         elif field == "transfers":
-            extra = "\n".join(f"[[regimen.transfers]]\nday = {i % 30}\ncells = 5" for i in range(n // 100))
+            extra = "\n".join(
+                f"[[regimen.transfers]]\nday = {i % 30}\ncells_per_infusion = 5e9" for i in range(n // 100)
+            )
         else:
             extra = "\n".join(
                 f'[[regimen.doses]]\ndrug = "il2"\ndose = 1\nunit = "IU/kg"\nstart_day = {i % 10}'
@@ -360,7 +362,7 @@ set_values = st.one_of(
     st.text(max_size=30),
     st.sampled_from(["", "[", "{", "'", '"', "1e999", "0x10", "true", "nan", "-inf", "[[[[[1]]]]]", "{a=1}"]),
     st.integers(1, 3000).map(lambda n: "[" * n + "]" * n),
-    st.just("[{day=0.0,cells=1000000000}]"),
+    st.just("[{day=0.0,cells_per_infusion=1e13}]"),
     st.just("[{every_h=1e-9,count=100000,cycles=1000}]"),
 )
 plausible = st.tuples(
@@ -447,7 +449,10 @@ def test_five_hundred_fuzzed_set_strings(scratch):
         (["--set", "regimen.doses.².dose=1"], "--set regimen.doses.².dose=1: key 'regimen.doses'"),
         (["--seed", "-1"], "--seed -1: key 'run.seed'"),
         (["--set", "time.dt_min=1e-300"], "key 'run.days'"),
-        (["--set", "regimen.transfers=[{day=0.0,cells=1000000000}]"], "key 'regimen.transfers.0.cells'"),
+        (
+            ["--set", "regimen.transfers=[{day=0.0,cells_per_infusion=1e13}]"],
+            "key 'regimen.transfers.0.cells_per_infusion'",
+        ),
         (["--set", "regimen.doses=[{every_h=1e-9,count=100000,cycles=1000}]"], "key 'regimen.doses.0'"),
         (["--set", "init.ctl_cells=100000000"], "key 'init.ctl_cells'"),
         (["--set", "init.cell_capacity=1000000000"], "key 'init.cell_capacity'"),

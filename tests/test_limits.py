@@ -100,9 +100,13 @@ def test_steps_and_schedules_are_bounded_before_expansion():
         abm.Scenario.load("untreated", sets=["time.dt_min=0.0001"])
     with pytest.raises(ParameterError, match=r"key 'regimen.doses.0': the block enumerates 100,000,000 doses"):
         abm.Scenario.load("untreated", sets=["regimen.doses=[{every_h=1e-9,count=100000,cycles=1000}]"])
-    with pytest.raises(ParameterError, match=r"key 'regimen.transfers.0.cells'"):
-        abm.Scenario.load("lak_il2", sets=SMALL + ["regimen.transfers.0.cells=1601"])
-    abm.Scenario.load("lak_il2", sets=SMALL + ["regimen.transfers.0.cells=1600"])  # up to the capacity
+    # the lesion's share of an infusion: dose x homing fraction (0.01) x lesion cells / body burden (1e10); the
+    # lesion holds at most the capacity, so a dose above 1e12 cells could overfill it
+    with pytest.raises(ParameterError, match=r"key 'regimen.transfers.0.cells_per_infusion'"):
+        abm.Scenario.load("lak_il2", sets=SMALL + ["regimen.transfers.0.cells_per_infusion=1.01e12"])
+    abm.Scenario.load("lak_il2", sets=SMALL + ["regimen.transfers.0.cells_per_infusion=1e12"])
+    with pytest.raises(ParameterError, match=r"key 'regimen.transfers.0.cells_per_infusion'"):
+        abm.Scenario.load("lak_il2", sets=SMALL + ["patient.tumour_burden_cells=1e6"])
 
 
 def test_the_largest_seed_runs_and_reads_back(tmp_path):
