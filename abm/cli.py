@@ -40,16 +40,10 @@ OPTIONAL_MODULES = {
 }
 
 
-def _add_run(sub) -> None:
-    p = sub.add_parser(
-        "run",
-        help="run a scenario and write its trajectory to HDF5",
-        description="Run a scenario (a shipped name or a TOML path) and write the trajectory.",
-    )
-    p.add_argument("scenario", help="shipped scenario name (see `abm scenarios`) or path to a scenario TOML")
-    p.add_argument("--out", "-o", help="output HDF5 file (default: SCENARIO.h5 in the current directory)")
+def _add_scenario_options(p, days: bool = True) -> None:
     p.add_argument("--seed", type=int, help="random seed (default: the scenario's run.seed)")
-    p.add_argument("--days", type=float, help="simulated days (default: the scenario's run.days)")
+    if days:
+        p.add_argument("--days", type=float, help="simulated days (default: the scenario's run.days)")
     p.add_argument(
         "--set",
         dest="sets",
@@ -59,45 +53,210 @@ def _add_run(sub) -> None:
         help="override a parameter, e.g. --set ctl.kill_prob=0.1 (repeatable)",
     )
     p.add_argument("--snapshot-every", type=float, metavar="MIN", help="minutes between lattice/field snapshots")
+
+
+def _add_run(sub) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run a scenario and write its trajectory to HDF5",
+        description="Run a scenario (a shipped name or a TOML path) and write the trajectory. An interrupted run "
+        "(Ctrl-C, SIGTERM) leaves its state in OUT.ckpt.h5: `abm run --resume OUT.ckpt.h5` continues it.",
+    )
+    p.add_argument("scenario", nargs="?", help="shipped scenario name (see `abm scenarios`) or path to a scenario TOML")
+    p.add_argument("--out", "-o", help="output HDF5 file (default: SCENARIO.h5 in the current directory)")
+    _add_scenario_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
+    p.add_argument(
+        "--checkpoint-every",
+        type=float,
+        metavar="HOURS",
+        help="write the whole state to OUT.ckpt.h5 every HOURS of simulated time and at the end (kept); without "
+        "it a checkpoint is written only at an interruption (and removed when the run completes)",
+    )
+    p.add_argument(
+        "--resume",
+        metavar="CHECKPOINT",
+        help="continue an interrupted run from its checkpoint (OUT.ckpt.h5, or the output or partial file); takes "
+        "no scenario or overrides",
+    )
+    p.add_argument(
+        "--from-checkpoint",
+        metavar="CHECKPOINT",
+        help="start SCENARIO from another run's checkpoint (e.g. grown untreated to day N) with SCENARIO's regimen "
+        "and run settings; every other parameter must equal the checkpoint's",
+    )
     p.set_defaults(func=cmd_run)
+
+
+def _add_resume(sub) -> None:
+    p = sub.add_parser("resume", help="continue an interrupted run from its checkpoint (= abm run --resume)")
+    p.add_argument("checkpoint", help="the checkpoint (OUT.ckpt.h5), or the run's output or partial file")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
+    p.add_argument("--checkpoint-every", type=float, metavar="HOURS", help="checkpoint interval from here on")
+    p.set_defaults(func=cmd_resume)
+
+
+def _add_check(sub) -> None:
+    p = sub.add_parser(
+        "check",
+        help="validate a scenario and estimate its run (memory, steps, doses) without running it",
+        description="Load and validate a scenario with its overrides, estimate the memory the run needs and "
+        "check it against this machine: exit 0 when `abm run` would start, 2 (naming the file and key) when not.",
+    )
+    p.add_argument("scenario", help="shipped scenario name or path to a scenario TOML")
+    _add_scenario_options(p)
+    p.add_argument("--quiet", "-q", action="store_true", help="print nothing when the scenario is fine")
+    p.set_defaults(func=cmd_check)
+
+
+def _cli_layers(args) -> list:
+    """--seed, --days and --snapshot-every as layers that name themselves, validated with the scenario."""
+    from abm.params.core import set_layer
+
+    out = []
+    if getattr(args, "seed", None) is not None:
+        out.append(set_layer("run.seed", args.seed, f"--seed {args.seed}"))
+    if getattr(args, "days", None) is not None:
+        out.append(set_layer("run.days", float(args.days), f"--days {args.days:g}"))
+    if getattr(args, "snapshot_every", None) is not None:
+        out.append(
+            set_layer("run.snapshot_every_min", float(args.snapshot_every), f"--snapshot-every {args.snapshot_every:g}")
+        )
+    return out
+
+
+def _load(args):
+    """The scenario of a command line, validated (keys, values, bounds) with its overrides."""
+    import abm
+
+    return abm.Scenario.load(args.scenario, sets=args.sets, layers=_cli_layers(args))
+
+
+def _hours_to_min(args) -> float | None:
+    h = getattr(args, "checkpoint_every", None)
+    if h is None:
+        return None
+    if not (h > 0 and h <= 3650 * 24):
+        raise UsageError(f"--checkpoint-every {h:g}: give the interval in simulated hours, in (0, 87600]")
+    return float(h) * 60.0
 
 
 def cmd_run(args) -> int:
     import abm
+    from abm import checkpoint
     from abm.io import OutputPathError, check_output_path
-    from abm.simulation import RunInterrupted
+    from abm.simulation import RunInterrupted, resume
 
-    sc = abm.Scenario.load(args.scenario, sets=args.sets)
-    out = Path(args.out) if args.out else Path(f"{sc.name}.h5")
+    every = _hours_to_min(args)
+    if args.resume is not None:
+        given = [
+            flag
+            for flag, v in (
+                ("SCENARIO", args.scenario),
+                ("--out", args.out),
+                ("--seed", args.seed),
+                ("--days", args.days),
+                ("--set", args.sets),
+                ("--snapshot-every", args.snapshot_every),
+                ("--from-checkpoint", args.from_checkpoint),
+                ("--overwrite", args.overwrite),
+            )
+            if v
+        ]
+        if given:
+            raise UsageError(f"--resume continues the checkpointed run as it was: it takes no {', '.join(given)}")
+        return _resumed(args, resume, every)
+    if args.scenario is None:
+        raise UsageError("give a SCENARIO (a shipped name or a TOML path), or --resume CHECKPOINT")
+    sc = _load(args)
+    out = Path(args.out) if args.out else Path(f"{Path(sc.name).name}.h5")
     try:  # refuse a bad output path (exists, a directory or device, no parent, locked) before any work
         out = check_output_path(out, args.overwrite)
     except OutputPathError as e:
         raise UsageError(str(e)) from None
-    try:
+    ck_path = checkpoint.checkpoint_path(out)
+    if args.from_checkpoint is not None and Path(args.from_checkpoint).resolve() == ck_path.resolve():
+        raise UsageError(f"--from-checkpoint {args.from_checkpoint}: is the checkpoint this run would write; copy it")
+    try:  # abm.run checks memory and initial placement (abm.limits) before the model is built
         res = abm.run(
             sc,
             out=out,
             seed=args.seed,
-            days=args.days,
-            snapshot_every_min=args.snapshot_every,
             progress=None if not args.quiet else False,
             overwrite=args.overwrite,
+            checkpoint_every_min=every,
+            checkpoint=ck_path,
+            from_checkpoint=args.from_checkpoint,
         )
     except RunInterrupted as e:
         print(f"abm run: {e}", file=sys.stderr)
         return EXIT_FAILED
     except OutputPathError as e:  # another writer claimed the file between the check and the start
         raise UsageError(str(e)) from None
-    if not args.quiet:
-        s = res.summary
-        print(f"wrote {res.path}")
-        print(
-            f"  scenario {sc.name}, seed {res.model.seed}, {s['days']:.1f} days: response {s['response']} "
-            f"(best {s['best_response']}), tumour cells {s['tumour_cells_initial']:.0f} -> "
-            f"{s['tumour_cells_final']:.0f}, doses given {s['doses_given']}, held {s['doses_held']}"
-        )
+    _print_result(args, res, sc.name)
+    return EXIT_OK
+
+
+def _resumed(args, resume, every) -> int:
+    from abm.io import OutputPathError
+    from abm.simulation import RunInterrupted
+
+    try:
+        res = resume(args.resume, progress=None if not args.quiet else False, checkpoint_every_min=every)
+    except RunInterrupted as e:
+        print(f"abm {args.command}: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except OutputPathError as e:
+        raise UsageError(str(e)) from None
+    _print_result(args, res, res.model.scenario.name)
+    return EXIT_OK
+
+
+def cmd_resume(args) -> int:
+    from abm.simulation import resume
+
+    args.resume = args.checkpoint
+    return _resumed(args, resume, _hours_to_min(args))
+
+
+def _print_result(args, res, name: str) -> None:
+    if args.quiet:
+        return
+    s = res.summary
+    print(f"wrote {res.path}" + (f" (checkpoint {res.checkpoint})" if res.checkpoint else ""))
+    print(
+        f"  scenario {name}, seed {res.model.seed}, {s['days']:.1f} days: response {s['response']} "
+        f"(best {s['best_response']}), tumour cells {s['tumour_cells_initial']:.0f} -> "
+        f"{s['tumour_cells_final']:.0f}, doses given {s['doses_given']}, held {s['doses_held']}"
+    )
+
+
+def cmd_check(args) -> int:
+    from abm import limits
+
+    sc = _load(args)
+    est = limits.check_run(sc)
+    if args.quiet:
+        return EXIT_OK
+    p = sc.params
+    la = p.lattice
+    avail = limits.available_memory()
+    steps = limits.n_steps(sc.run.days, p.time.dt_min)
+    doses = sum(limits.block_doses(b) for b in sc.regimen.doses)
+    shape = f"{la.nx} x {la.ny}" + (f" x {la.nz}" if la.nz > 1 else "")
+    print(f"{sc.source}: valid")
+    print(f"  scenario   {sc.name}: {sc.meta.description}")
+    print(
+        f"  lattice    {shape} = {limits.n_sites(la):,} sites, {len(p.species_names)} species, "
+        f"cell capacity {limits.capacity(p):,}"
+    )
+    print(f"  run        {sc.run.days:g} days = {steps:,} steps of {p.time.dt_min:g} min, seed {sc.run.seed}")
+    print(f"  regimen    {sc.regimen.description}: {doses:,} doses enumerated, {len(sc.regimen.transfers)} transfers")
+    print(
+        f"  memory     about {limits.fmt_bytes(est.total)} ({est.describe()}); available "
+        f"{limits.fmt_bytes(avail) if avail is not None else 'unknown'}"
+    )
     return EXIT_OK
 
 
@@ -204,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"abm {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_run, _add_info, _add_scenarios):
+    for add in (_add_run, _add_resume, _add_check, _add_info, _add_scenarios):
         add(sub)
     for mod in PLUGINS:
         importlib.import_module(mod).register(sub)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from abm import checkpoint as _checkpoint
 from abm import mesa_face
 from abm.field_solver import FieldSolver
 from abm.kernels import cells as K
@@ -131,6 +132,16 @@ class Model(mesa_face.MesaModel):
         self.datacollector = mesa_face.headline_datacollector()
         self.datacollector.collect(self)
         self.running = self.n_steps > 0
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> Model:
+        """The model of a checkpoint (:mod:`abm.checkpoint`): built from the scenario and seed the checkpoint
+        records, then every state attribute restored, so that advancing it continues the checkpointed run bit for
+        bit. (:func:`abm.simulation.resume` continues a run with its reporters and output file.)"""
+        ck = _checkpoint.read(path)
+        model = cls(ck.scenario(), seed=ck.seed)
+        ck.restore_model(model)
+        return model
 
     # ------------------------------------------------------------------------------------------- the step
     def advance(self, n: int = 1) -> None:

@@ -13,6 +13,7 @@ the last step is reported to every reporter. Nothing downstream touches the mode
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import threading
 from collections.abc import Iterable, Mapping
@@ -22,6 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from abm import checkpoint as _ckpt
+from abm import limits
+from abm.errors import UsageError
 from abm.io.schema import ObservableSpec, SpeciesSpec
 from abm.model import Model
 from abm.params import Params
@@ -96,10 +100,15 @@ class RunEnd:
 class RunInterrupted(Exception):
     """The run was stopped by SIGINT or SIGTERM; the output file was closed, marked incomplete."""
 
-    def __init__(self, signame: str, path: Path | None) -> None:
-        super().__init__(f"interrupted by {signame}" + (f"; partial results in {path}" if path else ""))
+    def __init__(self, signame: str, path: Path | None, checkpoint: Path | None = None) -> None:
+        super().__init__(
+            f"interrupted by {signame}"
+            + (f"; partial results in {path}" if path else "")
+            + (f"; continue it with: abm run --resume {checkpoint}" if checkpoint else "")
+        )
         self.signame = signame
         self.path = path
+        self.checkpoint = checkpoint
 
 
 @dataclass
@@ -111,6 +120,7 @@ class RunResult:
     summary: dict[str, Any]
     path: Path | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
+    checkpoint: Path | None = None
 
 
 def run_info(model: Any, n_steps: int) -> RunInfo:
@@ -127,7 +137,10 @@ def run_info(model: Any, n_steps: int) -> RunInfo:
         species=[SpeciesSpec(s, p.species[s].units) for s in model.species],
         observables=[ObservableSpec(o.name, o.units, description=o.description) for o in model.observable_specs],
         cell_type_codes=dict(CELL_TYPES),
-        provenance=provenance(model.scenario),
+        provenance={
+            **provenance(model.scenario),
+            **({"origin": model.scenario.origin} if getattr(model.scenario, "origin", None) else {}),
+        },
     )
 
 
@@ -166,6 +179,8 @@ class Simulation:
         self.n_steps = int(n_steps)
         self.info = run_info(model, self.n_steps)
         self.check_stop: Any = lambda: None  # raises KeyboardInterrupt when a stop was asked for (see Interrupt)
+        self.checkpointer: Any = None  # abm.checkpoint.Checkpointer: saves the state at its steps
+        self.stopped_at: int | None = None  # the step boundary at which check_stop stopped the run
 
     def _next(self, i: int, last: int) -> tuple[int, frozenset[str]]:
         """(the step of reporter ``i``'s next report after step ``last``, what it needs)."""
@@ -178,14 +193,24 @@ class Simulation:
     def run(self) -> None:
         """Advance to ``n_steps``, reporting as asked. Reporters must have been started (:meth:`begin`)."""
         m = self.model
+        ck = self.checkpointer
         plan = {i: self._next(i, m.step_index - 1) for i in range(len(self.reporters))}
         while True:
-            target = min([when for when, _ in plan.values()] + [self.n_steps])
+            nxt = ck.next_step(m.step_index, self.n_steps) if ck is not None else None
+            target = min([when for when, _ in plan.values()] + [self.n_steps] + ([nxt] if nxt is not None else []))
             while m.step_index < target:  # one step at a time, so a stop request is seen within a step
                 m.advance(1)
-                self.check_stop()
+                try:
+                    self.check_stop()
+                except KeyboardInterrupt:
+                    self.stopped_at = m.step_index  # a step boundary: the state can be checkpointed
+                    raise
+            if ck is not None and ck.due(target, self.n_steps):  # before the reports of this step
+                ck.try_save(self, f"at step {target}")
             final = target >= self.n_steps
             due = [i for i, (when, _) in plan.items() if when == target or final]
+            if not due:
+                continue
             frame = make_frame(m, frozenset().union(*(plan[i][1] for i in due)))
             for i in due:
                 self.reporters[i].report(frame)
@@ -257,6 +282,10 @@ def run(
     progress: bool | None = False,
     overwrite: bool = False,
     reporters: list[Any] | None = None,
+    checkpoint_every_min: float | None = None,
+    checkpoint: str | Path | None = None,
+    from_checkpoint: str | Path | None = None,
+    _resume: Any = None,
 ) -> RunResult:
     """Run a scenario for its ``run.days`` (or ``days``) and return the observables and the summary.
 
@@ -266,6 +295,13 @@ def run(
     partial name, and :class:`RunInterrupted` (or the error) is raised. ``seed`` falls
     back to the scenario's ``run.seed``, then to a fresh one that is recorded. ``sets`` are ``key=value`` strings,
     ``values`` typed overrides (``{"ctl.kill_prob": 0.1}``).
+
+    Checkpoints (:mod:`abm.checkpoint`): with ``checkpoint`` (a path; default ``OUT.ckpt.h5`` when
+    ``checkpoint_every_min`` is given), the whole state is written there every ``checkpoint_every_min`` simulated
+    minutes, at the last step and at an interruption (:class:`RunInterrupted` names it); :func:`resume` continues
+    it. ``from_checkpoint``: a new run of ``scenario`` (a new regimen and run settings; every other parameter must
+    equal the checkpoint's) whose t = 0 state is the tissue of that checkpoint; its seed is ``seed`` or, without
+    one, spawned from the checkpoint's seed and step; ``parameters/resolved_json`` records the origin.
     """
     if not isinstance(scenario, Scenario):
         scenario = Scenario.default() if scenario is None else Scenario.load(scenario)
@@ -277,15 +313,48 @@ def run(
     scenario = scenario.with_overrides(list(sets or []), values=extra)
     if params is not None:
         scenario = scenario.with_params(params)
+    source = None
+    if from_checkpoint is not None:
+        source = _ckpt.read(from_checkpoint)
+        _ckpt.check_compatible(source, scenario)
+        seed = seed if seed is not None else _ckpt.derived_seed(source)
+        dt = scenario.params.time.dt_min
+        origin = {
+            "checkpoint": str(Path(source.path).resolve()),
+            "step": source.step,
+            "day": source.step * dt / 1440.0,
+            "seed": str(source.seed),
+            "scenario": source.attrs["scenario_name"],
+            "regimen": (source.resolved.get("regimen") or {}).get("description", ""),
+            "origin": source.origin,
+        }
+        scenario = dataclasses.replace(scenario, origin=origin)
     seed = seed if seed is not None else scenario.run.seed
+    limits.check_run(scenario)  # memory and initial placement, before anything is allocated
+    if checkpoint is None and checkpoint_every_min is not None and out is not None:
+        checkpoint = _ckpt.checkpoint_path(out)
     # signals are taken over before the model is built (compiling or loading kernels takes seconds), so a Ctrl-C
     # or SIGTERM at any moment of a run ends in RunInterrupted, never in the default action
     with Interrupt() as sig:
         try:
             model = Model(scenario, seed=seed)
+            if _resume is not None:
+                _resume.restore_model(model)
+            elif source is not None:
+                source.restore_model(model, clock=False)
         except KeyboardInterrupt:
             raise RunInterrupted(sig.name or "SIGINT", None) from None
         n_steps = model.steps_for_days(scenario.run.days)
+        if _resume is not None and n_steps != _resume.n_steps:
+            raise UsageError(f"{_resume.path}: the run has {n_steps} steps, the checkpoint {_resume.n_steps}")
+        ckpt = None
+        if checkpoint is not None:
+            every = 0
+            if checkpoint_every_min is not None:
+                every = max(1, int(round(float(checkpoint_every_min) / model.dt_min)))
+            ckpt = _ckpt.Checkpointer(checkpoint, every, final=checkpoint_every_min is not None, start=model.step_index)
+            ckpt.out = Path(out) if out is not None else None
+            ckpt.overwrite = overwrite if _resume is None else _resume.overwrite
         rec = RecorderReporter()
         all_reporters: list[Any] = [rec]
         traj = None
@@ -298,6 +367,7 @@ def run(
         all_reporters += list(reporters or [])
         sim = Simulation(model, all_reporters, n_steps)
         sim.check_stop = sig.check
+        sim.checkpointer = ckpt
 
         def end(complete: bool, status: str) -> RunEnd:
             summary = rec.summary(model.params.response, model.seed, model.events) if rec.n_rows else None
@@ -310,22 +380,75 @@ def run(
         try:
             sig.check()
             sim.begin()
+            if _resume is not None:  # the first run's reports, then on from its step
+                _resume.restore_recorder(rec)
+                if traj is not None:
+                    _resume.replay(traj, list(model.species))
             sim.run()
         except KeyboardInterrupt:
             name = sig.name or "SIGINT"
             status = f"interrupted by {name} at step {model.step_index}"
+            saved = None
+            if ckpt is not None and sim.stopped_at == model.step_index and model.step_index > ckpt.start:
+                saved = ckpt.try_save(sim, "at the interruption")
             if model.step_index and rec.last_step != model.step_index:
                 rec.report(make_frame(model, ("observables",)))
-            raise RunInterrupted(name, written(sim.close(end(False, status)))) from None
+            saved = saved or (ckpt.written if ckpt is not None else None) or (_resume.path if _resume else None)
+            raise RunInterrupted(name, written(sim.close(end(False, status))), saved) from None
         except BaseException as e:
             sim.close(end(False, f"failed at step {model.step_index}: {type(e).__name__}: {e}"))
             raise
-        summary_end = end(True, "completed")
+        status = "completed"
+        if _resume is not None:
+            status = f"completed; resumed at step {_resume.step} from {_resume.path.name}"
+        summary_end = end(True, status)
         path = written(sim.close(summary_end))
+    kept = None
+    if ckpt is not None:
+        if ckpt.final:
+            kept = ckpt.written
+        elif ckpt.path.exists():  # an interruption's checkpoint, superseded by the complete run
+            ckpt.path.unlink(missing_ok=True)
     return RunResult(
         model=model,
         observables=rec.arrays(),
         summary=summary_end.summary or {},
         path=path,
         events=list(model.events),
+        checkpoint=kept,
+    )
+
+
+def resume(
+    path: str | Path,
+    *,
+    progress: bool | None = False,
+    reporters: list[Any] | None = None,
+    checkpoint_every_min: float | None = None,
+) -> RunResult:
+    """Continue the run whose checkpoint is ``path`` (or the checkpoint of an output or partial file) to its end.
+
+    The scenario, seed and output come from the checkpoint; the output equals the uninterrupted run's bit for bit
+    (its ``status`` attribute says it was resumed). Checkpoints go on at the checkpoint's interval (or
+    ``checkpoint_every_min``) into the same file, which is removed when the run completes unless it was asked for.
+    """
+    ck = _ckpt.read(path)
+    out = ck.out
+    if out is not None and out.exists() and not ck.overwrite:
+        if ck.complete:  # the checkpoint of the last step, kept: the run completed (a signal may have come after)
+            raise UsageError(f"{ck.path}: the run is complete (this checkpoint is its last step): {out}")
+        raise UsageError(f"{out}: exists; the run of {ck.path} would replace it (it was started without overwrite)")
+    every = checkpoint_every_min
+    if every is None and ck.checkpoint_every:
+        every = ck.checkpoint_every * ck.resolved["params"]["time"]["dt_min"]
+    return run(
+        ck.scenario(),
+        out=out,
+        seed=ck.seed,
+        progress=progress,
+        overwrite=out is not None,
+        reporters=reporters,
+        checkpoint_every_min=every,
+        checkpoint=ck.path,
+        _resume=ck,
     )

@@ -52,8 +52,8 @@ def test_out_of_range_names_range():
 
 
 def test_open_bound_shown():
-    with pytest.raises(ParameterError, match=r"allowed range \(0, 200\] um"):
-        Params.from_overrides(sets=["lattice.spacing_um=0"])
+    with pytest.raises(ParameterError, match=r"allowed range \(0, 60\] min"):
+        Params.from_overrides(sets=["time.dt_min=0"])
 
 
 def test_wrong_type_names_expected_type(tmp_path):

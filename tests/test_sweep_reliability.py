@@ -303,6 +303,24 @@ def test_driver_kill_storm_then_resume_equals_uninterrupted(tmp_path):
     assert tally["while recording results"] >= 1
 
 
+def test_resume_after_a_kill_while_the_store_was_created(tmp_path):
+    """A driver SIGKILLed inside RunStore.create leaves only its temporary file: --resume starts the sweep."""
+    out = tmp_path / "s"
+    out.mkdir()
+    stale = out / f".{STORE_NAME}.4242.tmp"
+    stale.write_bytes(b"SQLite format 3\x00 torn")
+    (out / f".{STORE_NAME}.4242.tmp-journal").write_bytes(b"")
+    res = run_sweep(spec_of(2), out, workers=0, resume=True, progress=False, run_fn=fake_task)
+    assert (res.n_done, res.n_failed, res.n_skipped) == (6, 0, 0)
+    assert not stale.exists() and sorted(p.name for p in out.iterdir()) == ["sweep.h5", STORE_NAME]
+    assert_rows_equal(read_sweep(out)["summary"], reference_rows(2))
+    (out / STORE_NAME).unlink()
+    (out / "sweep.h5").unlink()
+    (out / "notes.txt").write_text("x")  # a directory with something else in it is not a sweep to resume
+    with pytest.raises(abm.params.ParameterError, match="there is no sweep in it"):
+        run_sweep(spec_of(2), out, workers=0, resume=True, progress=False, run_fn=fake_task)
+
+
 @pytest.mark.slow  # 10 storms of 5 driver kills each (about 3 minutes on 2 cores)
 def test_ten_driver_kill_storms(tmp_path):
     rng = random.Random(1016)

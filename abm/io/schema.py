@@ -150,14 +150,20 @@ def to_h5_value(value: Any, where: str) -> Any:
     """Convert a Python value to something h5py stores as an attribute or scalar dataset.
 
     ``None`` becomes an HDF5 empty (null) value, which reads back as ``None`` through :func:`from_h5_value`.
-    Strings are stored as UTF-8 variable-length strings.
+    Strings are stored as UTF-8 variable-length strings; integers as int64, or uint64 for [2**63, 2**64) (seeds).
     """
     if value is None:
         return h5py.Empty("f8")
     if isinstance(value, (bool, np.bool_)):
         return np.bool_(value)
     if isinstance(value, (int, np.integer)):
-        return np.int64(value)
+        # int64 where it fits (every value written so far); a seed may use the full unsigned 64-bit range
+        v = int(value)
+        if -(2**63) <= v < 2**63:
+            return np.int64(v)
+        if 2**63 <= v < 2**64:
+            return np.uint64(v)
+        raise TypeError(f"{where}: integer {v} does not fit in 64 bits (signed or unsigned)")
     if isinstance(value, (float, np.floating)):
         return np.float64(value)
     if isinstance(value, str):

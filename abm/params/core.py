@@ -15,6 +15,9 @@ import copy
 import difflib
 import json
 import math
+import os
+import re
+import stat
 import tomllib
 import types
 import typing
@@ -39,6 +42,7 @@ __all__ = [
     "parameter_rows",
     "parse_set",
     "read_toml",
+    "read_toml_text",
     "set_layer",
 ]
 
@@ -68,9 +72,41 @@ def P(
 
 
 class Group(BaseModel):
-    """Base of every parameter group: strict keys, values checked on assignment too."""
+    """Base of every parameter group: strict keys, values checked on assignment too, numbers finite (NaN and
+    infinity are refused wherever a number goes)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False)
+
+
+MAX_DEPTH = 16
+"""Tables and lists nest at most this deep in a layer (the tree itself nests 4 levels: species.il2.cells.ctl)."""
+
+MAX_FILE_BYTES = 1 << 20
+"""A scenario file is at most 1 MiB."""
+
+
+def is_index(key: Any) -> bool:
+    """A list index as ``--set`` writes it: ASCII digits only (``str.isdigit`` is also true for '²')."""
+    return (
+        isinstance(key, int)
+        and not isinstance(key, bool)
+        and key >= 0
+        or (isinstance(key, str) and key.isascii() and key.isdigit())
+    )
+
+
+def check_depth(data: Any, source: str, limit: int = MAX_DEPTH) -> None:
+    """Refuse data nested deeper than ``limit`` tables or lists (iteratively: no recursion), naming the key."""
+    stack: list[tuple[Any, tuple[str, ...]]] = [(data, ())]
+    while stack:
+        obj, path = stack.pop()
+        if len(path) > limit:
+            key = ".".join(path[: limit + 1])
+            raise ParameterError(f"{source}: key '{key}...': nested more than {limit} tables or lists deep")
+        if isinstance(obj, dict):
+            stack.extend((v, (*path, str(k))) for k, v in obj.items())
+        elif isinstance(obj, list):
+            stack.extend((v, (*path, str(i))) for i, v in enumerate(obj))
 
 
 # ------------------------------------------------------------------------------------------------- key paths
@@ -128,7 +164,7 @@ def child(slot: Slot, key: str) -> Slot | None:
     if slot.kind == "dict":
         return _slot(typing.get_args(slot.annotation)[1])
     if slot.kind == "list":
-        return _slot(typing.get_args(slot.annotation)[0]) if str(key).isdigit() else None
+        return _slot(typing.get_args(slot.annotation)[0]) if is_index(key) else None
     return None
 
 
@@ -194,10 +230,14 @@ def parse_set(s: str) -> tuple[str, Any]:
     key, raw = (t.strip() for t in s.split("=", 1))
     if not key or any(not p for p in key.split(".")):
         raise ParameterError(f"--set {s!r}: empty key")
+    if "\n" in raw or "\r" in raw:
+        raise ParameterError(f"--set {s!r}: the value spans lines; give one TOML value on one line")
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw
+    except RecursionError:
+        raise ParameterError(f"--set {s!r}: key '{key}': the value nests too deeply") from None
     return key, value
 
 
@@ -241,7 +281,7 @@ def _merge_value(base: Any, over: Any, path: Path_, source: str, origin: dict[Pa
             if k not in base:
                 _record(origin, (*path, str(k)), source)
         return out
-    if isinstance(over, dict) and isinstance(base, list) and over and all(str(k).isdigit() for k in over):
+    if isinstance(over, dict) and isinstance(base, list) and over and all(is_index(k) for k in over):
         out = list(base)
         for k, v in over.items():
             i = int(k)
@@ -263,6 +303,7 @@ def merge(layers: Iterable[Layer], base_source: str = "<parameters>", defaults: 
     for layer in layers:
         if not isinstance(layer.data, dict):
             raise ParameterError(f"{layer.source}: expected a table of keys, got {type(layer.data).__name__}")
+        check_depth(layer.data, layer.source)
         for k, v in layer.data.items():
             if k in m.data:
                 m.data[k] = _merge_value(m.data[k], v, (str(k),), layer.source, m.origin)
@@ -376,19 +417,45 @@ def describe_error(err: dict[str, Any], slot: Slot | None) -> str:
         return "unknown key"
     if t == "missing":
         return "required key missing"
-    if t.endswith("_type") or t.endswith("_parsing") or t in ("int_from_float", "finite_number"):
+    if t == "finite_number":
+        rng = describe_range(slot)
+        return f"not a finite number{given_s}; NaN and infinity are not allowed" + (f"; {rng}" if rng else "")
+    if t.endswith("_type") or t.endswith("_parsing") or t == "int_from_float":
         msg = f"wrong type{given_s}; expected {_expected_type(slot, t)}"
         rng = describe_range(slot)
         return msg + (f", {rng}" if rng else "")
     return err["msg"] + given_s
 
 
+_KEY_IN_TEXT = re.compile(r"\b[A-Za-z_]\w*(?:\.\w+)+")
+_QUOTED = re.compile(r"'([^'.]+)'")
+_WORD = re.compile(r"\b[A-Za-z_]\w*\b")
+
+
+def _named_key(err: dict[str, Any], loc: Path_, model: type[BaseModel], where: Callable[[Path_], str]) -> Path_:
+    """A check across keys (a model validator) reports at its table; the key paths its message names say which
+    keys, and the one a layer set names the source (``--set patient.toxicity_hold_threshold=2``)."""
+    if err["type"] != "value_error":
+        return loc
+    msg = str(err.get("msg", ""))
+    found = [(*loc, *m.split(".")) for m in _KEY_IN_TEXT.findall(msg)]
+    found = [p for p in found if slot_at(model, p) is not None]
+    if not found:
+        # a check of a table's members names them bare (``phase_fractions must have ...``, ``unknown cell type
+        # 'i'``): the one a later layer than the table's set (or added) names the source
+        named = [(*loc, m) for m in [*_QUOTED.findall(msg), *_WORD.findall(msg)]]
+        return next((p for p in named if where(p) != where(loc)), loc)
+    base = where(())
+    return next((p for p in found if where(p) != base), found[0])
+
+
 def format_validation_error(e: ValidationError, model: type[BaseModel], where: Callable[[Path_], str]) -> str:
     lines = []
     for err in e.errors():
         loc = tuple(str(p) for p in err["loc"])
-        key = ".".join(loc) or "(top level)"
-        lines.append(f"{where(loc)}: key '{key}': {describe_error(err, slot_at(model, loc))}")
+        at = _named_key(err, loc, model, where)
+        key = ".".join(at) or "(top level)"
+        lines.append(f"{where(at)}: key '{key}': {describe_error(err, slot_at(model, loc))}")
     return "\n".join(dict.fromkeys(lines))
 
 
@@ -413,13 +480,46 @@ def validate_merged(model: type[BaseModel], merged: Merged) -> Any:
 
 # --------------------------------------------------------------------------------------------------- files
 def read_toml(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        raise ParameterError(f"{path}: file not found")
+    """The TOML table of a scenario file (see :func:`read_toml_text`)."""
+    return read_toml_text(path)[0]
+
+
+def read_toml_text(path: Path) -> tuple[dict[str, Any], str]:
+    """A scenario file read once: (its TOML table, its text). Only a regular file of at most
+    :data:`MAX_FILE_BYTES`, UTF-8 text, valid TOML, nested at most :data:`MAX_DEPTH` deep; anything else is a
+    ParameterError naming the file (and the key, where there is one)."""
     try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ParameterError(f"{path}: file not found") from None
+    except OSError as e:
+        raise ParameterError(f"{path}: cannot read the scenario file ({e.strerror or e})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ParameterError(f"{path}: not a regular file; a scenario is a .toml file")
+    if st.st_size > MAX_FILE_BYTES:
+        raise ParameterError(f"{path}: {st.st_size:,} bytes; a scenario file is at most {MAX_FILE_BYTES:,} bytes")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+    except OSError as e:
+        raise ParameterError(f"{path}: cannot read the scenario file ({e.strerror or e})") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ParameterError(f"{path}: more than {MAX_FILE_BYTES:,} bytes; a scenario file is at most that")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ParameterError(
+            f"{path}: not UTF-8 text (byte 0x{raw[e.start]:02x} at line {line}); a scenario file is TOML in UTF-8"
+        ) from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ParameterError(f"{path}: not valid TOML: {e}") from None
+    except RecursionError:
+        raise ParameterError(f"{path}: not valid TOML: arrays or inline tables nest too deeply") from None
+    check_depth(data, str(path))
+    return data, text
 
 
 # ------------------------------------------------------------------------------------------------ documentation

@@ -20,7 +20,7 @@ class LatticeParams(Group):
         source="brief s2 (docs/model.md)",
     )
     spacing_um: float = P(
-        20.0, "um", "site spacing, one cell diameter", gt=0, le=200, symbol="h", source="brief s2 (docs/model.md)"
+        20.0, "um", "site spacing, one cell diameter", ge=1, le=200, symbol="h", source="brief s2 (docs/model.md)"
     )
     boundary: Literal["closed", "periodic"] = P(
         "closed", "-", "closed: no-flux fields, walls for cells; periodic: both wrap", source="brief s2 (docs/model.md)"

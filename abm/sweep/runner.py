@@ -614,8 +614,13 @@ def _open_store(spec: SweepSpec, out: Path, runs: list[RunSpec], resume: bool) -
             return import_legacy(legacy, path, spec, runs)
         except StoreError as e:
             raise SweepError(str(e)) from None
-    if resume and any(p.name != LOCK_NAME for p in out.iterdir()):
+    # a driver killed while it created the store leaves only its temporary file (the store is renamed into place
+    # whole): that sweep never started, so --resume starts it. The driver lock is held: no one else is creating.
+    stale = [p for p in out.iterdir() if p.name.startswith(f".{STORE_NAME}.")]
+    if resume and any(p.name != LOCK_NAME and p not in stale for p in out.iterdir()):
         raise SweepError(f"{out}: --resume given but there is no sweep in it (no {STORE_NAME})")
+    for p in stale:
+        p.unlink(missing_ok=True)
     return RunStore.create(path, sweep_meta(spec), sweep_records(spec, runs))
 
 

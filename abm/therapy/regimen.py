@@ -290,6 +290,12 @@ def _choices(names) -> str:
     return q[0] if len(q) == 1 else ", ".join(q[:-1]) + " or " + q[-1]
 
 
+def _because(where: Callable[[tuple[str, ...]], str], dose: tuple[str, ...], pk: tuple[str, ...], what: str) -> str:
+    """When another layer than the dose's set the PK key that took the choice away, name it too."""
+    src = where(pk)
+    return "" if src == where(dose) else f" ({src}: key '{'.'.join(pk)}' = 0 leaves the drug {what})"
+
+
 def check_regimen(regimen: Regimen, pk: dict[str, DrugPK], where: Callable[[tuple[str, ...]], str]) -> None:
     """Check each dose block's drug, route and unit against the PK models (``params.pk``), and the dose_scale keys;
     raise one ParameterError listing every problem, each naming its source (``where(key path)``) and key."""
@@ -309,12 +315,14 @@ def check_regimen(regimen: Regimen, pk: dict[str, DrugPK], where: Callable[[tupl
             lines.append(
                 f"{where((*path, 'route'))}: key '{key}': route {block.route!r} is not available for drug "
                 f"{block.drug!r}; allowed routes: {', '.join(routes)}"
+                + _because(where, (*path, "route"), ("pk", block.drug, "sc_absorption_half_life_min"), "no s.c. model")
             )
         units = _pk.units_for(d)
         if block.unit not in units:
             lines.append(
                 f"{where((*path, 'unit'))}: key '{key}': unit {block.unit!r} is not valid for drug {block.drug!r}; "
                 f"allowed units: {', '.join(units)}"
+                + _because(where, (*path, "unit"), ("pk", block.drug, "iu_per_mg"), "no IU units")
             )
     for drug in regimen.dose_scale:
         if drug not in pk:
