@@ -295,7 +295,7 @@ def cmd_info(args) -> int:
     length = f"length      {simulated:.2f} days simulated"
     if isinstance(planned, int | float):
         length += f" of run.days = {planned:g}"
-        if overrides is not None and any(str(o).startswith("run.days=") for o in overrides):
+        if overrides is not None and any(str(o).startswith(("run.days=", "--days ")) for o in overrides):
             length += " (set by --days or --set; the scenario description may describe a longer schedule)"
     print(length)
     print(

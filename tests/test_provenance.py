@@ -36,11 +36,6 @@ def test_seed_is_an_unsigned_64_bit_integer_attribute(cli_run):
     assert r.summary["seed"] == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="seeds >= 2**63 need abm.io.schema.to_h5_value to keep unsigned values (another engineer's fix); "
-    "remove this mark when it lands",
-)
 @pytest.mark.filterwarnings("ignore::abm.io.IncompleteRunWarning")
 @pytest.mark.parametrize("seed", [2**63, 2**64 - 1])
 def test_seeds_of_the_whole_unsigned_range_round_trip(seed, tmp_path):
@@ -65,7 +60,7 @@ def test_overrides_are_recorded_in_order(cli_run):
     r = abm.load(cli_run)
     over = r.attrs["overrides"]
     assert over[: len(SETS)] == SETS
-    assert "run.days=0.25" in over
+    assert "--days 0.25" in over  # each command-line layer recorded as the user wrote it
 
 
 def test_no_overrides_is_an_empty_list(tmp_path):
