@@ -542,7 +542,9 @@ def test_page_figures_plot_against_days_with_separate_plasma_and_toxicity_axes()
     assert plasma.get_ylim()[0] == pytest.approx(peak / st.LOG_DYNAMIC_RANGE)
     lat = lattice_figure(m.frame(), "drug")  # no 5-FU before week 5: drawn as empty, with a note
     assert empty_notes(lat.axes[0]) == ["no drug in the tissue\n(0 uM everywhere)"]
-    with pytest.raises(ValueError, match="overlay='x': allowed il2, ifna, drug, none"):
+    chem = lattice_figure(m.frame(), "cxcl10")  # the tumour's chemokine is drawn (docs/model.md 7.6)
+    assert empty_notes(chem.axes[0]) == [] and "CXCL10 (pM, log)" in chem.axes[-1].get_ylabel()
+    with pytest.raises(ValueError, match="overlay='x': allowed il2, ifna, drug, cxcl10, none"):
         lattice_figure(m.frame(), "x")
 
 

@@ -35,14 +35,14 @@ from . import style as st
 DEFAULT_SCENARIO = "il2_ifna"
 # a small lattice keeps a step well under a millisecond; `abm serve --set` replaces these
 SERVE_SETS = ("lattice.nx=60", "lattice.ny=60")
-OVERLAY_CHOICES = ("il2", "ifna", "drug", "none")
+OVERLAY_CHOICES = ("il2", "ifna", "drug", "cxcl10", "none")
 DOSE_SCALE_RANGE = (0.0, 2.0, 0.05)  # min, max, step of the IL-2 dose slider (multiples of the label dose)
 HOURS_PER_FRAME = (1, 24, 12)  # min, max, default simulated hours per drawn frame
 FIGURE_DPI = 80
 COUNT_KEYS = ("n_tumour", "n_ctl", "n_nk", "n_lak")
 PLASMA_KEYS = ("plasma_il2", "plasma_ifna", "plasma_drug")
 HISTORY_KEYS = (*COUNT_KEYS, *PLASMA_KEYS, "toxicity")
-PLASMA_UNITS = {"il2": "pM", "ifna": "pM", "drug": "uM"}  # abm's plasma units (docs/output-format.md)
+PLASMA_UNITS = {"il2": "pM", "ifna": "pM", "drug": "uM", "cxcl10": "pM"}  # abm's plasma units (docs/output-format.md)
 
 
 def _config() -> tuple[str, list[str]]:
