@@ -43,7 +43,7 @@ def register(sub) -> None:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--out", "-o", required=True, help="image file: .png, .pdf or .svg")
     p.add_argument("--labels", help="comma-separated labels, one per file (default: the scenario names)")
-    p.add_argument("--field", default="il2", help="field on the lattices: il2, ifna, drug, cxcl10 or none (default il2)")
+    p.add_argument("--field", default="il2", help="field on the lattices: il2, ifna, drug, cxcl10, none (default il2)")
     p.add_argument("--time", type=float, metavar="DAYS", help="lattice time (default: the last common snapshot)")
     p.set_defaults(func=cmd_compare)
 
