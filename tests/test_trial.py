@@ -124,7 +124,7 @@ def test_cohort_changes_in_the_trial_file_and_errors_in_the_cohort(tmp_path):
     assert s.cohort.parameters["patient.antigenicity"].median == 1.0  # the rest from the cohort file
     p = tiny_trial(tmp_path, extra='\n[cohort.parameters."patient.mhc_baseline"]\nmedian = 1.5\n')
     # (a check of the whole table names the file that made the table: here the cohort file)
-    with pytest.raises(ParameterError, match=r"key 'cohort.parameters.patient.mhc_baseline.median'.*median.*\(got 1.5\)"):
+    with pytest.raises(ParameterError, match=r"key 'cohort.parameters.patient.mhc_baseline.median'.*\(got 1.5\)"):
         TrialSpec.load(p)
     p = tiny_trial(tmp_path, extra='\n[cohort.parameters."patient.mhc_baseline"]\nsd = -1\n')
     with pytest.raises(ParameterError, match=r"trial\.toml: key 'cohort.parameters.patient.mhc_baseline.sd'"):
