@@ -1,5 +1,6 @@
-"""Clinical patterns, first pass (docs/model.md, brief s1): the default virtual patient on the default 200 x 200
-lattice, several seeds, five weeks. Slow (about 15 CPU-minutes): run with ``pytest -m slow tests/test_patterns.py -s``
+"""Clinical patterns, first pass (docs/model.md, brief s1): the default virtual patient on a 150 x 150 lattice
+(outcomes do not depend on the box: docs/validation.md, tissue-size check), several seeds, four weeks, the runs
+spread over two worker processes. Slow (about 20 CPU-minutes): run with ``pytest -m slow tests/test_patterns.py -s``
 to see the table of outcomes.
 
 Patterns checked:
@@ -15,13 +16,16 @@ Patterns checked:
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
 pytestmark = pytest.mark.slow
 
 SEEDS = (1, 2, 3)
-DAYS = 35.0
+DAYS = 28.0
+LATTICE = ["lattice.nx=150", "lattice.ny=150"]
 COMBO_MARGIN = 0.05
 """Allowed excess of the combination's mean relative AUC over a comparator's, as a fraction (5 %): seed noise."""
 
@@ -48,16 +52,25 @@ KEYS = (
 )
 
 
-@pytest.fixture(scope="module")
-def outcomes() -> dict[tuple[str, int], dict]:
+def _one(job: tuple[str, list[str], int]) -> dict:
     import abm
 
-    out = {}
-    for arm, (name, sets) in ARMS.items():
-        for seed in SEEDS:
-            s = abm.run(name, days=DAYS, seed=seed, sets=sets).summary
-            out[arm, seed] = {k: s[k] for k in KEYS}
-    print(f"\nclinical patterns: default patient, 200x200, {DAYS:g} days")
+    name, sets, seed = job
+    s = abm.run(name, days=DAYS, seed=seed, sets=LATTICE + sets).summary
+    return {k: s[k] for k in KEYS}
+
+
+@pytest.fixture(scope="module")
+def outcomes() -> dict[tuple[str, int], dict]:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    keys = [(arm, seed) for arm in ARMS for seed in SEEDS]
+    jobs = [(ARMS[arm][0], ARMS[arm][1], seed) for arm, seed in keys]
+    os.environ.setdefault("NUMBA_NUM_THREADS", "1")  # two single-threaded workers fill two cores; inherited
+    with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as ex:
+        out = dict(zip(keys, ex.map(_one, jobs), strict=True))
+    print(f"\nclinical patterns: default patient, 150x150, {DAYS:g} days")
     print(f"{'arm':20s} seed " + " ".join(f"{k[:12]:>12s}" for k in KEYS))
     for (arm, seed), s in out.items():
         cells = " ".join(f"{v:12.3f}" if isinstance(v, float) else f"{v!s:>12s}" for v in s.values())
