@@ -43,6 +43,7 @@ CTLRules = namedtuple(
         "chemotaxis_sensitivity",
         "chemokine_receptor_kd_pM",
         "kill_prob",
+        "kill_attempts_per_step",  # dt / <type>.kill_attempt_min: the exponent of the per-step kill probability
         "max_kills",
         "secretion_window_min",  # ctl.secretion_window_h
         "prolif_prob_max_per_step",  # dt / ctl.prolif_time_h (capped at 1)
@@ -61,6 +62,7 @@ NKRules = namedtuple(
         "chemotaxis_sensitivity",
         "chemokine_receptor_kd_pM",
         "kill_prob",
+        "kill_attempts_per_step",  # dt / <type>.kill_attempt_min: the exponent of the per-step kill probability
         "max_kills",
         "baseline_activation",
         "il2_activation_half_pM",
@@ -78,6 +80,7 @@ LAKRules = namedtuple(
         "chemotaxis_sensitivity",
         "chemokine_receptor_kd_pM",
         "kill_prob",
+        "kill_attempts_per_step",  # dt / <type>.kill_attempt_min: the exponent of the per-step kill probability
         "max_kills",
         "withdrawal_threshold_pM",
         "withdrawal_death_prob_per_step",  # from lak.withdrawal_death_per_day
@@ -119,6 +122,7 @@ def cell_rules(p: Params) -> CellRules:
         chemotaxis_sensitivity=p.ctl.chemotaxis_sensitivity,
         chemokine_receptor_kd_pM=p.ctl.chemokine_receptor_kd_pM,
         kill_prob=p.ctl.kill_prob,
+        kill_attempts_per_step=dt / p.ctl.kill_attempt_min,
         max_kills=p.ctl.max_kills,
         secretion_window_min=p.ctl.secretion_window_h * 60.0,
         prolif_prob_max_per_step=min(1.0, dt / (p.ctl.prolif_time_h * 60.0)),
@@ -133,6 +137,7 @@ def cell_rules(p: Params) -> CellRules:
         chemotaxis_sensitivity=p.nk.chemotaxis_sensitivity,
         chemokine_receptor_kd_pM=p.nk.chemokine_receptor_kd_pM,
         kill_prob=p.nk.kill_prob,
+        kill_attempts_per_step=dt / p.nk.kill_attempt_min,
         max_kills=p.nk.max_kills,
         baseline_activation=p.nk.baseline_activation,
         il2_activation_half_pM=p.nk.il2_activation_half_pM,
@@ -146,6 +151,7 @@ def cell_rules(p: Params) -> CellRules:
         chemotaxis_sensitivity=p.lak.chemotaxis_sensitivity,
         chemokine_receptor_kd_pM=p.lak.chemokine_receptor_kd_pM,
         kill_prob=p.lak.kill_prob,
+        kill_attempts_per_step=dt / p.lak.kill_attempt_min,
         max_kills=p.lak.max_kills,
         withdrawal_threshold_pM=p.lak.withdrawal_threshold_pM,
         withdrawal_death_prob_per_step=_p(p.lak.withdrawal_death_per_day / day, dt),

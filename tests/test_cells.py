@@ -145,6 +145,30 @@ def test_ctl_kills_with_probability_p_times_m(m):
     assert_not_rate(kills, attempts, 0.75 * p, f"CTL kill at m={m}")
 
 
+@pytest.mark.parametrize(
+    ("kind", "counter", "sets"),
+    [
+        (K.CTL, K.KILL_CTL, ["ctl.kill_prob=0.3", "patient.mhc_baseline=1"]),
+        (K.NK, K.KILL_NK, ["nk.kill_prob=0.3", "nk.baseline_activation=1", "patient.mhc_baseline=0"]),
+        (K.LAK, K.KILL_LAK, ["lak.kill_prob=0.3", "lak.withdrawal_threshold_pM=0"]),
+    ],
+)
+def test_kill_probability_per_contact_interval_is_independent_of_the_step(kind, counter, sets):
+    """docs/model.md 7.10: at dt = 2.5 min and a 10-min contact interval, a conjugate held for 4 steps (one
+    interval) kills with probability p, not 1 - (1 - p)^4 as one attempt of p per step would give. 2,400 pairs;
+    the per-step reading (0.76) and half the rate (0.16) are both rejected."""
+    kills = n = 0
+    for seed in (1, 2):
+        b = Bench(120, 120, sets=["time.dt_min=2.5", *sets], seed=seed)
+        n += pairs(b, kind)
+        for _ in range(4):
+            kills += int(b.step()[counter])
+    p = 0.3
+    assert_rate(kills, n, p, f"kills by one contact interval ({kind})")
+    assert_not_rate(kills, n, 1.0 - (1.0 - p) ** 4, f"kills by one contact interval ({kind})")
+    assert_not_rate(kills, n, 1.0 - math.sqrt(1.0 - p), f"kills by one contact interval ({kind})")
+
+
 def test_ctl_exhausts_after_max_kills():
     """A CTL with n_max kills no longer engages or kills (tumour beside it survives every attempt)."""
     b = Bench(30, 30, sets=["ctl.kill_prob=1", "patient.mhc_baseline=1", "ctl.max_kills=3"])

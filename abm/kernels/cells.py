@@ -222,6 +222,15 @@ def divide_into_free(i, t, geo, key, purpose, kind, mhc, sc):
 
 
 @numba.njit(**JIT)
+def kill_per_step(p_per_interval, attempts):
+    """Kill probability in one agent step from the probability per contact interval: ``1 - (1 - p)^attempts``,
+    ``attempts = dt / interval`` (exactly ``p`` at one attempt, so the kill rate is independent of the step)."""
+    if attempts == 1.0:
+        return p_per_interval
+    return 1.0 - (1.0 - p_per_interval) ** attempts
+
+
+@numba.njit(**JIT)
 def _ctl_step(i, t, geo, r, key, counters, sc):
     c = t.cells
     occ = t.occupancy
@@ -245,7 +254,9 @@ def _ctl_step(i, t, geo, r, key, counters, sc):
             counters[DEATH_CTL_AICD] += 1
             return
         tgt = sc.tumour[rng.randint(key.seed, key.step, i, rng.KILL_TARGET, nt)]
-        if rng.uniform(key.seed, key.step, i, rng.KILL) < cr.kill_prob * c.mhc[tgt]:
+        if rng.uniform(key.seed, key.step, i, rng.KILL) < kill_per_step(
+            cr.kill_prob * c.mhc[tgt], cr.kill_attempts_per_step
+        ):
             remove(c, occ, tgt)
             counters[KILL_CTL] += 1
             c.kills[i] += 1
@@ -291,7 +302,9 @@ def _nk_step(i, t, geo, r, key, counters, sc):
             a_ifn = ifn / (ifn + nr.ifn_activation_half_pM)
             act = nr.baseline_activation + (1.0 - nr.baseline_activation) * (1.0 - (1.0 - a_il2) * (1.0 - a_ifn))
             tgt = sc.tumour[rng.randint(key.seed, key.step, i, rng.KILL_TARGET, nt)]
-            if rng.uniform(key.seed, key.step, i, rng.KILL) < nr.kill_prob * (1.0 - c.mhc[tgt]) * act:
+            if rng.uniform(key.seed, key.step, i, rng.KILL) < kill_per_step(
+                nr.kill_prob * (1.0 - c.mhc[tgt]) * act, nr.kill_attempts_per_step
+            ):
                 remove(c, occ, tgt)
                 counters[KILL_NK] += 1
                 c.kills[i] += 1
@@ -320,7 +333,7 @@ def _lak_step(i, t, geo, r, key, counters, sc):
     if nt > 0:
         if c.kills[i] < lr.max_kills:
             tgt = sc.tumour[rng.randint(key.seed, key.step, i, rng.KILL_TARGET, nt)]
-            if rng.uniform(key.seed, key.step, i, rng.KILL) < lr.kill_prob:
+            if rng.uniform(key.seed, key.step, i, rng.KILL) < kill_per_step(lr.kill_prob, lr.kill_attempts_per_step):
                 remove(c, occ, tgt)
                 counters[KILL_LAK] += 1
                 c.kills[i] += 1

@@ -91,11 +91,22 @@ class CTLParams(Group):
     kill_prob: float = P(
         0.05,
         "-",
-        "kill probability per attempt at MHC-I m = 1 (p = p_CTL m)",
+        "kill probability per contact interval ctl.kill_attempt_min at MHC-I m = 1 (p = p_CTL m)",
         ge=0,
         le=1,
         symbol="p_CTL",
         source="2-16 kills/day in vivo (brief s4, docs/model.md)",
+    )
+    kill_attempt_min: float = P(
+        10.0,
+        "min",
+        "contact interval over which ctl.kill_prob applies: per agent step the kill probability is "
+        "1 - (1 - p)^(dt / interval), so the kill rate does not depend on the step",
+        gt=0,
+        le=1440,
+        symbol="tau_CTL",
+        source="convention: the agent step on which kill_prob was calibrated (abm 0.1); a conjugate delivers "
+        "its lethal hit within minutes to tens of minutes (docs/model.md 7.10)",
     )
     max_kills: int = P(
         10,
@@ -178,11 +189,22 @@ class NKParams(Group):
     kill_prob: float = P(
         0.05,
         "-",
-        "kill probability per attempt for m = 0 and full activation",
+        "kill probability per contact interval nk.kill_attempt_min for m = 0 and full activation",
         ge=0,
         le=1,
         symbol="p_NK",
         source="estimate",
+    )
+    kill_attempt_min: float = P(
+        10.0,
+        "min",
+        "contact interval over which nk.kill_prob applies: per agent step the kill probability is "
+        "1 - (1 - p)^(dt / interval), so the kill rate does not depend on the step",
+        gt=0,
+        le=1440,
+        symbol="tau_NK",
+        source="convention: the agent step on which kill_prob was calibrated (abm 0.1); a conjugate delivers "
+        "its lethal hit within minutes to tens of minutes (docs/model.md 7.10)",
     )
     max_kills: int = P(10, "kills", "kills after which an NK cell stops killing", ge=1, le=10**6, source="estimate")
     baseline_activation: float = P(
@@ -222,11 +244,22 @@ class LAKParams(Group):
     kill_prob: float = P(
         0.1,
         "-",
-        "kill probability per attempt on any adjacent tumour cell (MHC-independent)",
+        "kill probability per contact interval lak.kill_attempt_min on an adjacent tumour cell (MHC-independent)",
         ge=0,
         le=1,
         symbol="p_LAK",
         source="estimate",
+    )
+    kill_attempt_min: float = P(
+        10.0,
+        "min",
+        "contact interval over which lak.kill_prob applies: per agent step the kill probability is "
+        "1 - (1 - p)^(dt / interval), so the kill rate does not depend on the step",
+        gt=0,
+        le=1440,
+        symbol="tau_LAK",
+        source="convention: the agent step on which kill_prob was calibrated (abm 0.1); a conjugate delivers "
+        "its lethal hit within minutes to tens of minutes (docs/model.md 7.10)",
     )
     max_kills: int = P(20, "kills", "kills after which a LAK cell stops killing", ge=1, le=10**6, source="estimate")
     speed_um_per_min: float = P(8.0, "um/min", "migration speed", ge=0, le=100, source="estimate")

@@ -52,6 +52,11 @@ from abm.scenario import Scenario
 from abm.state import initial_state
 
 
+def kill_per_step(p_per_interval: float, attempts: float) -> float:
+    """The per-step kill probability from the probability per contact interval (``attempts`` = dt / interval)."""
+    return p_per_interval if attempts == 1.0 else 1.0 - (1.0 - p_per_interval) ** attempts
+
+
 class Vessel(FixedAgent):
     """A blood-vessel site: never holds a cell; cells enter next to it; the solver exchanges plasma there."""
 
@@ -204,7 +209,8 @@ class CTL(LatticeCell):
             if self.chance(-math.expm1(-r.ctl.aicd_rate_per_min * il2 / (il2 + r.ctl.aicd_half_pM) * r.dt_min)):
                 return self.die("deaths_ctl_aicd")
             target = self.model.random.choice(tumour)
-            if self.chance(r.ctl.kill_prob * target.mhc):  # recognition needs MHC-I
+            # recognition needs MHC-I
+            if self.chance(kill_per_step(r.ctl.kill_prob * target.mhc, r.ctl.kill_attempts_per_step)):
                 self.kill(target, "kills_ctl")
                 if self.kills >= r.ctl.max_kills:
                     self.model.counters["ctl_exhausted"] += 1
@@ -259,7 +265,8 @@ class NKCell(LatticeCell):
                     1.0 - (1.0 - a_il2) * (1.0 - a_ifn)
                 )
                 target = self.model.random.choice(tumour)
-                if self.chance(r.nk.kill_prob * (1.0 - target.mhc) * activation):  # missing self
+                p_kill = kill_per_step(r.nk.kill_prob * (1.0 - target.mhc) * activation, r.nk.kill_attempts_per_step)
+                if self.chance(p_kill):  # missing self
                     self.kill(target, "kills_nk")
         else:
             self.move(r.nk.moves_per_step, r.nk.chemotaxis_sensitivity, r.nk.chemokine_receptor_kd_pM)
@@ -285,7 +292,7 @@ class LAKCell(LatticeCell):
         if tumour:
             if self.kills < r.lak.max_kills:
                 target = self.model.random.choice(tumour)
-                if self.chance(r.lak.kill_prob):  # MHC-unrestricted
+                if self.chance(kill_per_step(r.lak.kill_prob, r.lak.kill_attempts_per_step)):  # MHC-unrestricted
                     self.kill(target, "kills_lak")
         else:
             self.move(r.lak.moves_per_step, r.lak.chemotaxis_sensitivity, r.lak.chemokine_receptor_kd_pM)
