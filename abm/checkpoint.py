@@ -509,7 +509,10 @@ class Checkpoint:
 def _cell_frame_columns(g: Any, start: int, count: int) -> dict[str, np.ndarray]:
     """One frame of a per-cell table, keyed as :data:`~abm.kernels.records.CellArrays` (what a Frame carries)."""
     rows = slice(start, start + count)
-    out = {name: g[name][rows] for name in ("id", "site", "mhc", "age_min", "kills", "timer_min", "exposure_min")}
+    names = ("id", "site", "mhc", "age_min", "kills", "timer_min", "exposure_min")
+    out = {name: g[name][rows] for name in names}
+    # format 1.3 added the sensitisation column; a 1.2 table had none (no cell was sensitised then)
+    out["sensitisation"] = g["sensitisation"][rows] if "sensitisation" in g else np.zeros(count, np.float32)
     out["ctype"] = g["type"][rows]
     return out
 

@@ -194,16 +194,19 @@ class Model(mesa_face.MesaModel):
     def recruitment_rates_per_day(self) -> tuple[float, float]:
         """Per-vessel CTL and NK entry rates (1/day) at saturating local chemokine, from the whole-patient drivers
         (docs/model.md, recruitment): tumour antigen primes CTL (the tumour count at the start of the step),
-        plasma IL-2 expands both pools. The local factor c / (c + K_rec) at each vessel is applied in the kernel."""
+        plasma IL-2 expands both pools, plasma IFN-alpha helps CTL priming. The local factor c / (c + K_rec) at each
+        vessel is applied in the kernel."""
         p = self.params
         n_t = float(self.n_tumour)
         cp = self.plasma[self.rules.species.il2]
+        fp = self.plasma[self.rules.species.ifna]  # type I IFN helps priming and expansion (docs/model.md 7.5)
         ctl = (
             p.ctl.recruit_per_vessel_per_day
             * p.patient.antigenicity
             * n_t
             / (n_t + p.ctl.recruit_tumour_half_cells)
             * (1.0 + p.ctl.il2_recruit_boost * cp / (cp + p.ctl.il2_recruit_half_pM))
+            * (1.0 + p.ctl.ifn_priming_boost * fp / (fp + p.ctl.ifn_priming_half_pM))
         )
         nk = (
             p.nk.recruit_per_vessel_per_day

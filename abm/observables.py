@@ -49,6 +49,7 @@ _COUNTER_DOCS = {
     "transfer_failed": "transferred LAK cells that found no free site",
     "ctl_exhausted": "CTL reaching their kill limit (exhausted)",
     "ctl_engaged": "CTL engaged with a tumour cell this step",
+    "deaths_ctl_drug": "cycling CTL killed by the cytotoxic drug",
 }
 
 
@@ -238,6 +239,7 @@ SUMMARY_TOTALS = (
     "lak_conversions",
     "transferred_lak",
     "deaths_ctl_aicd",
+    "deaths_ctl_drug",
 )
 
 

@@ -61,6 +61,7 @@ SUMMARY_UNITS: dict[str, tuple[str, str]] = {
     "total_lak_conversions": ("cells", "NK cells that became LAK cells"),
     "total_transferred_lak": ("cells", "LAK cells placed by adoptive transfer"),
     "total_deaths_ctl_aicd": ("cells", "CTL lost to activation-induced cell death"),
+    "total_deaths_ctl_drug": ("cells", "cycling CTL killed by the cytotoxic drug"),
     "max_n_ctl": ("cells", "most CTL at any observation"),
     "max_n_nk": ("cells", "most NK cells at any observation"),
     "max_n_lak": ("cells", "most LAK cells at any observation"),
@@ -85,6 +86,7 @@ def cell_table(cells: Any, shape_xyz: tuple[int, int, int], spacing_um: float) -
         "kills": cells["kills"],
         "timer_min": cells["timer_min"],
         "exposure_min": cells["exposure_min"],
+        "sensitisation": cells["sensitisation"],
     }
 
 

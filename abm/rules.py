@@ -32,6 +32,8 @@ TumourRules = namedtuple(
         "mhc_relax_per_step",  # 1 - exp(-dt / tumour.mhc_relax_time_h)
         "drug_kill_per_uM_per_min",
         "death_prob_per_step",  # from tumour.death_rate_per_day
+        "ifn_sensitisation_half_pM",
+        "sensitisation_relax_per_step",  # 1 - exp(-dt / tumour.ifn_sensitisation_time_h)
     ],
 )
 
@@ -51,6 +53,9 @@ CTLRules = namedtuple(
         "prolif_requires_activation",
         "aicd_rate_per_min",  # ctl.aicd_rate_per_day
         "aicd_half_pM",
+        "ifn_cd25_suppression",
+        "ifn_cd25_half_pM",
+        "drug_kill_per_uM_per_min",
     ],
 )
 
@@ -69,6 +74,9 @@ NKRules = namedtuple(
         "ifn_activation_half_pM",
         "lak_threshold_pM",
         "lak_exposure_min",  # nk.lak_exposure_h
+        "ifn_lak_suppression",
+        "ifn_lak_suppression_half_pM",
+        "ifn_lysis_gain",  # tumour.ifn_lysis_gain: the target's sensitisation raises the kill probability
     ],
 )
 
@@ -84,6 +92,7 @@ LAKRules = namedtuple(
         "max_kills",
         "withdrawal_threshold_pM",
         "withdrawal_death_prob_per_step",  # from lak.withdrawal_death_per_day
+        "ifn_lysis_gain",  # tumour.ifn_lysis_gain
     ],
 )
 
@@ -115,6 +124,8 @@ def cell_rules(p: Params) -> CellRules:
         mhc_relax_per_step=_p(1.0 / (p.tumour.mhc_relax_time_h * 60.0), dt),
         drug_kill_per_uM_per_min=p.tumour.drug_kill_per_uM_per_min,
         death_prob_per_step=_p(p.tumour.death_rate_per_day / day, dt),
+        ifn_sensitisation_half_pM=p.tumour.ifn_sensitisation_half_pM,
+        sensitisation_relax_per_step=_p(1.0 / (p.tumour.ifn_sensitisation_time_h * 60.0), dt),
     )
     ctl = CTLRules(
         death_prob_per_step=_p(1.0 / (p.ctl.lifespan_days * day), dt),
@@ -130,6 +141,9 @@ def cell_rules(p: Params) -> CellRules:
         prolif_requires_activation=p.ctl.prolif_requires_activation,
         aicd_rate_per_min=p.ctl.aicd_rate_per_day / day,
         aicd_half_pM=p.ctl.aicd_half_pM,
+        ifn_cd25_suppression=p.ctl.ifn_cd25_suppression,
+        ifn_cd25_half_pM=p.ctl.ifn_cd25_half_pM,
+        drug_kill_per_uM_per_min=p.ctl.drug_kill_per_uM_per_min,
     )
     nk = NKRules(
         death_prob_per_step=_p(1.0 / (p.nk.lifespan_days * day), dt),
@@ -144,6 +158,9 @@ def cell_rules(p: Params) -> CellRules:
         ifn_activation_half_pM=p.nk.ifn_activation_half_pM,
         lak_threshold_pM=p.nk.lak_threshold_pM,
         lak_exposure_min=p.nk.lak_exposure_h * 60.0,
+        ifn_lak_suppression=p.nk.ifn_lak_suppression,
+        ifn_lak_suppression_half_pM=p.nk.ifn_lak_suppression_half_pM,
+        ifn_lysis_gain=p.tumour.ifn_lysis_gain,
     )
     lak = LAKRules(
         death_prob_per_step=_p(1.0 / (p.lak.lifespan_days * day), dt),
@@ -155,6 +172,7 @@ def cell_rules(p: Params) -> CellRules:
         max_kills=p.lak.max_kills,
         withdrawal_threshold_pM=p.lak.withdrawal_threshold_pM,
         withdrawal_death_prob_per_step=_p(p.lak.withdrawal_death_per_day / day, dt),
+        ifn_lysis_gain=p.tumour.ifn_lysis_gain,
     )
     return CellRules(dt_min=dt, species=species_index(p), tumour=tumour, ctl=ctl, nk=nk, lak=lak)
 

@@ -67,6 +67,7 @@ def _alloc_cells(capacity: int) -> CellArrays:
         kills=np.zeros(capacity, np.int16),
         timer_min=np.zeros(capacity, np.float32),
         exposure_min=np.zeros(capacity, np.float32),
+        sensitisation=np.zeros(capacity, np.float32),
         id=np.zeros(capacity, np.int64),
         n=np.zeros(1, np.int64),
         next_id=np.zeros(1, np.int64),

@@ -645,3 +645,145 @@ def test_invariants(three_d, data):
         assert counts["tumour"] == m.latest["n_tumour"] and counts["ctl"] == m.latest["n_ctl"]
         assert np.isfinite(s.conc).all() and (s.conc >= 0).all()
         assert ((s.cells.mhc[:n] >= 0) & (s.cells.mhc[:n] <= 1)).all()
+
+
+# ------------------------------------------------------------------ IFN-alpha mechanisms (docs/model.md 7.11)
+def test_ifn_sensitisation_builds_up_and_decays_with_its_time_constant():
+    """S relaxes toward F / (F + K_S) with time constant tau_S under IFN-alpha and back to 0 after it: after one
+    tau the gap is e^-1 of the start (exact in the discrete scheme); a daughter inherits its mother's S."""
+    b = Bench(6, 6)
+    for y in range(6):
+        for x in range(6):  # packed: no division
+            b.put(x, y, K.TUMOUR)
+    p = b.params
+    f = 2.0 * p.tumour.ifn_sensitisation_half_pM
+    target = f / (f + p.tumour.ifn_sensitisation_half_pM)  # 2/3
+    n_tau = int(round(p.tumour.ifn_sensitisation_time_h * 60.0 / p.time.dt_min))
+    b.set_conc("ifna", f)
+    for _ in range(n_tau):
+        b.step()
+    s = b.state.cells.sensitisation[: b.state.cells.n[0]]
+    np.testing.assert_allclose(s, target * (1.0 - math.exp(-1.0)), atol=2e-5)
+    b.set_conc("ifna", 0.0)
+    for _ in range(n_tau):
+        b.step()
+    np.testing.assert_allclose(
+        b.state.cells.sensitisation[: b.state.cells.n[0]], target * (1.0 - math.exp(-1.0)) * math.exp(-1.0), atol=2e-5
+    )
+
+
+def test_dividing_tumour_cell_passes_its_sensitisation_to_the_daughter():
+    b = Bench(3, 3, sets=["patient.tumour_division_time_h=0.1", "tumour.ifn_sensitisation_time_h=1e9"])
+    i = b.put(1, 1, K.TUMOUR)
+    b.state.cells.sensitisation[i] = 0.4
+    b.step()
+    c = b.state.cells
+    assert c.n[0] == 2
+    np.testing.assert_allclose(c.sensitisation[:2], 0.4, atol=1e-6)
+
+
+@pytest.mark.parametrize(("kind", "counter"), [(K.NK, K.KILL_NK), (K.LAK, K.KILL_LAK)])
+def test_sensitised_targets_are_lysed_more_by_nk_and_lak(kind, counter):
+    """P(kill) = p (1 + g S) for a target of sensitisation S (NK: times (1 - m) A, here 1). S = 0.5, g = 1,
+    p = 0.2: 0.3, and the unsensitised 0.2 is rejected. 2,400 pairs, one step."""
+    kills = n = 0
+    sets = ["nk.kill_prob=0.2", "lak.kill_prob=0.2", "nk.baseline_activation=1", "patient.mhc_baseline=0"]
+    sets += ["tumour.ifn_lysis_gain=1", "lak.withdrawal_threshold_pM=0", "tumour.ifn_sensitisation_time_h=1e9"]
+    for seed in (1, 2):
+        b = Bench(120, 120, sets=sets, seed=seed)
+        n += pairs(b, kind)
+        c = b.state.cells
+        c.sensitisation[: c.n[0]] = np.where(c.ctype[: c.n[0]] == K.TUMOUR, 0.5, 0.0)
+        kills += int(b.step()[counter])
+    assert_rate(kills, n, 0.3, "kill of sensitised targets")
+    assert_not_rate(kills, n, 0.2, "kill of sensitised targets")
+
+
+def test_ifn_slows_lak_generation():
+    """Exposure above theta_LAK accrues at dt / (1 + q F / (F + K)): at F = K and q = 1 at 2/3 of the rate, so an NK
+    cell needs 1.5 T_LAK to convert."""
+    b = Bench(10, 10)
+    for y in range(0, 10, 2):
+        for x in range(0, 10, 2):
+            b.put(x, y, K.NK)
+    r = b.rules
+    b.set_conc("il2", r.nk.lak_threshold_pM * 1.01)
+    b.set_conc("ifna", r.nk.ifn_lak_suppression_half_pM)
+    rate = 1.0 / (1.0 + r.nk.ifn_lak_suppression * 0.5)
+    for _ in range(50):
+        b.step()
+    c = b.state.cells
+    np.testing.assert_allclose(c.exposure_min[: c.n[0]], 50 * r.dt_min * rate, rtol=1e-5)
+    assert abs(rate - 2.0 / 3.0) < 1e-12
+
+
+def test_ifn_lowers_cd25_and_slows_il2_driven_ctl_proliferation():
+    """P(division) = p_max I / (I + K (1 + q F / (F + K_CD25))): at I = K and F = K_CD25 (q = 1), p_max * 0.4
+    instead of p_max * 0.5. Isolated CTL with room, ~1,600 per condition, one step."""
+    sets = ["ctl.prolif_time_h=0.2", "ctl.prolif_requires_activation=false"]
+    got = {}
+    for with_ifn in (False, True):
+        div = n = 0
+        for seed in (1, 2):
+            b = Bench(120, 120, sets=sets, seed=seed)
+            for y in range(1, 120, 4):
+                for x in range(1, 120, 4):
+                    b.put(x, y, K.CTL)
+                    n += 1
+            b.set_conc("il2", b.rules.ctl.il2_prolif_half_pM)
+            b.set_conc("ifna", b.rules.ctl.ifn_cd25_half_pM if with_ifn else 0.0)
+            div += int(b.step()[K.DIV_CTL])
+        got[with_ifn] = (div, n)
+    p_max = b.rules.ctl.prolif_prob_max_per_step
+    assert_rate(*got[False], 0.5 * p_max, "CTL division without IFN")
+    assert_rate(*got[True], p_max / (1.0 + 1.5), "CTL division with IFN")
+    assert_not_rate(*got[True], 0.5 * p_max, "CTL division with IFN")
+
+
+def test_drug_kills_ctl_only_in_their_proliferative_window():
+    """A CTL in its activation window dies of the drug with p = 1 - exp(-k C dt); one outside it (timer 0, and
+    proliferation requires activation) never does. ~1,600 CTL each, one step; no tumour, so no re-engagement."""
+    out = {}
+    for active in (True, False):
+        kills = n = 0
+        for seed in (1, 2):
+            b = Bench(120, 120, seed=seed)
+            for y in range(1, 120, 4):
+                for x in range(1, 120, 4):
+                    i = b.put(x, y, K.CTL)
+                    b.state.cells.timer_min[i] = 60.0 if active else 0.0
+                    n += 1
+            b.set_conc("drug", 0.3 / (b.rules.ctl.drug_kill_per_uM_per_min * b.rules.dt_min))
+            kills += int(b.step()[K.DEATH_CTL_DRUG])
+        out[active] = (kills, n)
+    assert_rate(*out[True], -math.expm1(-0.3), "drug kill of cycling CTL")
+    assert out[False][0] == 0
+
+
+def test_plasma_ifn_helps_ctl_priming():
+    """CTL entry (whole-patient driver) x (1 + b F_p / (F_p + K)): at F_p = K and b = 1, x 1.5; NK entry unchanged."""
+    m = Model("untreated", seed=1, sets=["lattice.nx=20", "lattice.ny=20", "run.days=1"])
+    base = m.recruitment_rates_per_day()
+    p = m.params
+    m.plasma[m.rules.species.ifna] = p.ctl.ifn_priming_half_pM
+    ctl, nk = m.recruitment_rates_per_day()
+    assert ctl == pytest.approx(base[0] * (1.0 + 0.5 * p.ctl.ifn_priming_boost), rel=1e-12)
+    assert nk == base[1]
+    assert p.ctl.ifn_priming_boost > 0
+
+
+def test_ifn_mechanisms_switch_off():
+    """Each IFN-alpha mechanism and the drug toxicity to CTL has a switch that turns it off (its strength 0)."""
+    off = [
+        "tumour.ifn_lysis_gain=0",
+        "ctl.ifn_priming_boost=0",
+        "ctl.ifn_cd25_suppression=0",
+        "nk.ifn_lak_suppression=0",
+        "ctl.drug_kill_per_uM_per_min=0",
+        "species.cxcl10.cells.tumour.induced_secretion_molecules_per_s=0",
+    ]
+    p = Params.from_overrides(None, off)
+    r = cell_rules(p)
+    assert r.nk.ifn_lysis_gain == r.lak.ifn_lysis_gain == 0.0
+    assert r.ctl.ifn_cd25_suppression == r.nk.ifn_lak_suppression == r.ctl.drug_kill_per_uM_per_min == 0.0
+    assert p.ctl.ifn_priming_boost == 0.0

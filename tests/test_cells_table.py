@@ -32,7 +32,7 @@ def cell_run(tmp_path_factory):
 
 
 def test_format_version_is_1_2():
-    assert FORMAT_VERSION == "1.2"
+    assert FORMAT_VERSION == "1.3"
 
 
 def test_frame_need_cells_copies_the_live_cells():
@@ -53,7 +53,7 @@ def test_frame_need_cells_copies_the_live_cells():
 
 def test_a_table_at_every_snapshot_agrees_with_the_cell_type_map(cell_run):
     res, r = cell_run
-    assert r.format_version == "1.2" and r.integrity == "manifest" and r.has_cells
+    assert r.format_version == "1.3" and r.integrity == "manifest" and r.has_cells
     assert r.n_cell_frames == r.n_snapshots == 5
     np.testing.assert_array_equal(r.cell_steps, r.snapshot_steps)
     np.testing.assert_array_equal(r.cell_time_min, r.snapshot_time_min)
@@ -166,6 +166,7 @@ def _table(n, first_id=0):
         "kills": np.zeros(n, dtype=np.int16),
         "timer_min": np.zeros(n, dtype=np.float32),
         "exposure_min": np.zeros(n, dtype=np.float32),
+        "sensitisation": np.zeros(n, dtype=np.float32),
     }
 
 

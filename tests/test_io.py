@@ -117,7 +117,7 @@ def shape_xyz(request):
 
 # --------------------------------------------------------------------------------------------------------------------
 def test_public_api_exports():
-    assert FORMAT_NAME == "abm-trajectory" and FORMAT_VERSION == "1.2"
+    assert FORMAT_NAME == "abm-trajectory" and FORMAT_VERSION == "1.3"
     for name in ("TrajectoryWriter", "load", "Trajectory", "ObservableSpec", "SpeciesSpec"):
         assert hasattr(abm.io, name)
 

@@ -36,6 +36,7 @@ def lattices(draw):
         kills=np.zeros(cap, np.int16),
         timer_min=np.zeros(cap, np.float32),
         exposure_min=np.zeros(cap, np.float32),
+        sensitisation=np.zeros(cap, np.float32),
         id=np.zeros(cap, np.int64),
         n=np.zeros(1, np.int64),
         next_id=np.zeros(1, np.int64),

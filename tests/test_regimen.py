@@ -385,3 +385,20 @@ def test_result_does_not_depend_on_the_step():
         th.run()
         pats.append(given_pattern(th))
     assert pats[0] == pats[1] == pats[2]
+
+
+def test_shift_days_moves_every_dose_of_one_drug_and_drops_those_before_day_0():
+    """regimen.shift_days.<drug> (schedule-order sweeps): every dose of that drug moves by the shift, the other
+    drugs' doses stay, and a dose moved before day 0 is not given."""
+    from abm.scenario import Scenario
+
+    base = Scenario.load("il2_ifna_5fu", sets=["run.days=84"])
+    moved = Scenario.load("il2_ifna_5fu", sets=["run.days=84", "regimen.shift_days.drug=-35"])
+
+    def times(sc, drug):
+        return [d.time_min for d in sc.regimen.expand(84, sc.params) if d.drug == drug]
+
+    t0, t1 = times(base, "drug"), times(moved, "drug")
+    assert len(t0) == 4 and len(t1) == 3  # the first dose (day 28) would fall on day -7
+    assert t1 == [t - 35 * 1440.0 for t in t0[1:]]
+    assert times(base, "il2") == times(moved, "il2")

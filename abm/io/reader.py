@@ -201,7 +201,8 @@ class Trajectory:
 
         Columns (``cell_units`` gives each one's units): ``id``, ``type`` (code, see ``cell_type_codes``),
         ``site`` (flat index), ``x``, ``y``, ``z`` (um), ``mhc``, ``age_min``, ``kills``, ``timer_min``,
-        ``exposure_min``. Raises ``LookupError`` for a file without per-cell tables (format 1.0, 1.1).
+        ``exposure_min``, ``sensitisation`` (format 1.3 on). Raises ``LookupError`` for a file without per-cell
+        tables (format 1.0, 1.1).
         """
         j = self._cell_frame(i)
         a = int(self.cell_start[j])

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 
 FORMAT_NAME = "abm-trajectory"
-FORMAT_VERSION = "1.2"
+FORMAT_VERSION = "1.3"
 H5MD_VERSION = (1, 1)
 PARTIAL_SUFFIX = ".partial"
 #: HDF5 file-format versions the writer uses: from 1.8 on, the superblock and object headers carry checksums
@@ -128,6 +128,7 @@ CELL_COLUMNS: tuple[ColumnSpec, ...] = (
     ColumnSpec("kills", "int16", "1", "tumour cells this cell has killed (reset when an NK cell becomes LAK)"),
     ColumnSpec("timer_min", "float32", "min", "CTL activation window still open (IL-2 secretion, proliferation)"),
     ColumnSpec("exposure_min", "float32", "min", "NK cell: cumulative time above the LAK-conversion IL-2 threshold"),
+    ColumnSpec("sensitisation", "float32", "1", "tumour cell: IFN-alpha sensitisation to NK/LAK lysis, 0-1 [1.3]"),
 )
 
 

@@ -55,7 +55,8 @@ TRANSFER_LAK = 16
 TRANSFER_FAILED = 17
 CTL_EXHAUSTED = 18
 ENGAGED_CTL = 19
-N_COUNTERS = 20
+DEATH_CTL_DRUG = 20
+N_COUNTERS = 21
 COUNTER_NAMES = (
     "divisions_tumour",
     "divisions_tumour_blocked",
@@ -77,6 +78,7 @@ COUNTER_NAMES = (
     "transfer_failed",
     "ctl_exhausted",
     "ctl_engaged",
+    "deaths_ctl_drug",
 )
 
 _MOVE_PURPOSE_BASE = 1000  # purposes 1000+k: the k-th move of a cell in a step
@@ -120,6 +122,7 @@ def spawn(c, occupancy, site, kind, mhc):
     c.kills[i] = 0
     c.timer_min[i] = 0.0
     c.exposure_min[i] = 0.0
+    c.sensitisation[i] = 0.0
     occupancy[site] = i
     return i
 
@@ -145,6 +148,7 @@ def compact(c, occupancy):
                 c.kills[j] = c.kills[i]
                 c.timer_min[j] = c.timer_min[i]
                 c.exposure_min[j] = c.exposure_min[i]
+                c.sensitisation[j] = c.sensitisation[i]
                 c.id[j] = c.id[i]
                 occupancy[c.site[j]] = j
             j += 1
@@ -244,6 +248,13 @@ def _ctl_step(i, t, geo, r, key, counters, sc):
         counters[DEATH_CTL_NATURAL] += 1
         return
     exhausted = c.kills[i] >= cr.max_kills
+    # a CTL in its proliferative window is cycling, so the cytotoxic drug can kill it (docs/model.md 7.2)
+    drug = t.conc[r.species.drug, site]
+    if drug > 0.0 and not exhausted and (c.timer_min[i] > 0.0 or not cr.prolif_requires_activation):
+        if rng.uniform(key.seed, key.step, i, rng.DRUG_KILL) < -math.expm1(-cr.drug_kill_per_uM_per_min * drug * dt):
+            remove(c, occ, i)
+            counters[DEATH_CTL_DRUG] += 1
+            return
     nf, nt = scan_neighbours(site, occ, c.ctype, geo, sc.free, sc.tumour)
     if nt > 0 and not exhausted:
         counters[ENGAGED_CTL] += 1
@@ -268,7 +279,9 @@ def _ctl_step(i, t, geo, r, key, counters, sc):
         if nt == 0:
             move(i, t, geo, cr, chem, key, sc)
     if not exhausted and (c.timer_min[i] > 0.0 or not cr.prolif_requires_activation):
-        p_prolif = cr.prolif_prob_max_per_step * il2 / (il2 + cr.il2_prolif_half_pM)
+        ifn = t.conc[r.species.ifna, site]
+        k_il2 = cr.il2_prolif_half_pM * (1.0 + cr.ifn_cd25_suppression * ifn / (ifn + cr.ifn_cd25_half_pM))
+        p_prolif = cr.prolif_prob_max_per_step * il2 / (il2 + k_il2)
         if rng.uniform(key.seed, key.step, i, rng.PROLIF) < p_prolif:
             if divide_into_free(i, t, geo, key, rng.PROLIF_SITE, CTL, 0.0, sc) >= 0:
                 counters[DIV_CTL] += 1
@@ -287,8 +300,8 @@ def _nk_step(i, t, geo, r, key, counters, sc):
         remove(c, occ, i)
         counters[DEATH_NK_NATURAL] += 1
         return
-    if il2 > nr.lak_threshold_pM:
-        c.exposure_min[i] += r.dt_min
+    if il2 > nr.lak_threshold_pM:  # IFN-alpha present at the same time slows LAK generation
+        c.exposure_min[i] += r.dt_min / (1.0 + nr.ifn_lak_suppression * ifn / (ifn + nr.ifn_lak_suppression_half_pM))
         if c.exposure_min[i] >= nr.lak_exposure_min:
             c.ctype[i] = LAK  # the same cell, so the same id
             c.kills[i] = 0
@@ -302,9 +315,8 @@ def _nk_step(i, t, geo, r, key, counters, sc):
             a_ifn = ifn / (ifn + nr.ifn_activation_half_pM)
             act = nr.baseline_activation + (1.0 - nr.baseline_activation) * (1.0 - (1.0 - a_il2) * (1.0 - a_ifn))
             tgt = sc.tumour[rng.randint(key.seed, key.step, i, rng.KILL_TARGET, nt)]
-            if rng.uniform(key.seed, key.step, i, rng.KILL) < kill_per_step(
-                nr.kill_prob * (1.0 - c.mhc[tgt]) * act, nr.kill_attempts_per_step
-            ):
+            p = min(1.0, nr.kill_prob * (1.0 - c.mhc[tgt]) * act * (1.0 + nr.ifn_lysis_gain * c.sensitisation[tgt]))
+            if rng.uniform(key.seed, key.step, i, rng.KILL) < kill_per_step(p, nr.kill_attempts_per_step):
                 remove(c, occ, tgt)
                 counters[KILL_NK] += 1
                 c.kills[i] += 1
@@ -333,7 +345,8 @@ def _lak_step(i, t, geo, r, key, counters, sc):
     if nt > 0:
         if c.kills[i] < lr.max_kills:
             tgt = sc.tumour[rng.randint(key.seed, key.step, i, rng.KILL_TARGET, nt)]
-            if rng.uniform(key.seed, key.step, i, rng.KILL) < kill_per_step(lr.kill_prob, lr.kill_attempts_per_step):
+            p = min(1.0, lr.kill_prob * (1.0 + lr.ifn_lysis_gain * c.sensitisation[tgt]))
+            if rng.uniform(key.seed, key.step, i, rng.KILL) < kill_per_step(p, lr.kill_attempts_per_step):
                 remove(c, occ, tgt)
                 counters[KILL_LAK] += 1
                 c.kills[i] += 1
@@ -391,10 +404,15 @@ def step_cells(t, geo, r, key, counters, sc):
                     continue
             target_m = tr.mhc_baseline + (1.0 - tr.mhc_baseline) * ifn / (ifn + tr.mhc_ifn_half_pM)
             c.mhc[i] += (target_m - c.mhc[i]) * tr.mhc_relax_per_step
+            # IFN-alpha sensitisation to NK/LAK lysis builds up under exposure and decays after it (7.1)
+            target_s = ifn / (ifn + tr.ifn_sensitisation_half_pM)
+            c.sensitisation[i] += (target_s - c.sensitisation[i]) * tr.sensitisation_relax_per_step
             if divide:
                 if nf > 0:
                     s = sc.free[rng.randint(key.seed, key.step, i, rng.DIVIDE_SITE, nf)]
-                    spawn(c, occ, s, TUMOUR, c.mhc[i])
+                    d = spawn(c, occ, s, TUMOUR, c.mhc[i])
+                    if d >= 0:
+                        c.sensitisation[d] = c.sensitisation[i]
                     counters[DIV_TUMOUR] += 1
                 else:
                     counters[DIV_TUMOUR_BLOCKED] += 1

@@ -19,15 +19,16 @@ Geometry = namedtuple("Geometry", ["offsets", "nx", "ny", "nz", "periodic"])
 Geometry.__doc__ = """Neighbour offsets (int64 (n, 3), Moore or von Neumann), lattice shape and periodicity (bool)."""
 
 CellArrays = namedtuple(
-    "CellArrays", ["ctype", "site", "mhc", "age_min", "kills", "timer_min", "exposure_min", "id", "n", "next_id"]
+    "CellArrays",
+    ["ctype", "site", "mhc", "age_min", "kills", "timer_min", "exposure_min", "sensitisation", "id", "n", "next_id"],
 )
 CellArrays.__doc__ = """Per-cell arrays, live cells in ``[0, n[0])``: type (int8), flat site (int32), MHC-I level m
 (float32, tumour), age (float32, min; the cell-cycle clock), kills so far (int16), activation window remaining
 (float32, min: engaged CTL secrete IL-2 and may proliferate while it runs), cumulative high-IL-2 exposure (float32,
-min, NK), and a stable identity (int64): a cell's index changes when :func:`~abm.kernels.cells.compact` closes gaps,
-its ``id`` never does (it is drawn from the counter ``next_id`` (int64 (1,)) at spawn and kept when an NK cell
-becomes a LAK cell). ``n`` (int64 (1,)) is the live count. Ids are never used as keys of random draws, so they
-change no trajectory."""
+min, NK), IFN-alpha sensitisation to NK/LAK lysis (float32, 0-1, tumour), and a stable identity (int64): a cell's
+index changes when :func:`~abm.kernels.cells.compact` closes gaps, its ``id`` never does (it is drawn from the
+counter ``next_id`` (int64 (1,)) at spawn and kept when an NK cell becomes a LAK cell). ``n`` (int64 (1,)) is the
+live count. Ids are never used as keys of random draws, so they change no trajectory."""
 
 Tissue = namedtuple("Tissue", ["cells", "occupancy", "conc", "uptake", "source", "vessels"])
 Tissue.__doc__ = """What the kernels act on: cells (CellArrays), occupancy (int32 per site: cell index, FREE or

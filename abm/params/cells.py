@@ -5,6 +5,12 @@ from __future__ import annotations
 
 from abm.params.core import Group, P
 
+_ISG = (
+    "ISG-type responses to type I IFN (antiviral state, MHC-I) are half-maximal near 1-10 U/mL, 0.25-2.5 pM at "
+    "about 5 pg/U; antiproliferative ones need about 100x more (Schreiber & Piehler 2015, Trends Immunol 36:139; "
+    "docs/model.md 7.11)"
+)
+
 
 class TumourParams(Group):
     ifn_prolif_half_pM: float = P(
@@ -16,12 +22,12 @@ class TumourParams(Group):
         source="brief s4 (docs/model.md)",
     )
     mhc_ifn_half_pM: float = P(
-        10.0,
+        2.5,
         "pM",
         "IFN-alpha giving half of the MHC-I up-regulation",
         gt=0,
         symbol="K_F,MHC",
-        source="estimate (about the s.c. plasma peak, 9 pM)",
+        source="estimate (was 10): " + _ISG,
     )
     mhc_relax_time_h: float = P(
         24.0,
@@ -30,6 +36,33 @@ class TumourParams(Group):
         gt=0,
         symbol="tau_MHC",
         source="brief s4 (docs/model.md)",
+    )
+    ifn_lysis_gain: float = P(
+        1.0,
+        "-",
+        "IFN-alpha sensitisation of tumour cells to NK/LAK lysis: kill probability x (1 + g S), S in [0, 1] the "
+        "cell's sensitisation (0 switches the mechanism off)",
+        ge=0,
+        le=100,
+        symbol="g_S",
+        source="estimate: IFN-alpha before IL-2 makes tumour cells easier for LAK/NK cells to kill (brief s4, "
+        "docs/model.md; Di Raimondo 1987)",
+    )
+    ifn_sensitisation_half_pM: float = P(
+        2.5,
+        "pM",
+        "local IFN-alpha at which a tumour cell's sensitisation S tends to 1/2: S relaxes toward F / (F + K_S)",
+        gt=0,
+        symbol="K_S",
+        source="estimate: " + _ISG,
+    )
+    ifn_sensitisation_time_h: float = P(
+        24.0,
+        "h",
+        "time constant with which sensitisation builds up under IFN-alpha and decays after it",
+        gt=0,
+        symbol="tau_S",
+        source="estimate: as MHC-I (tumour.mhc_relax_time_h); an induced protein programme of about a day",
     )
     drug_kill_per_uM_per_min: float = P(
         5e-6,
@@ -66,6 +99,26 @@ class CTLParams(Group):
     )
     il2_recruit_half_pM: float = P(
         200.0, "pM", "plasma IL-2 giving half of the recruitment boost", gt=0, symbol="K_sys", source="estimate"
+    )
+    ifn_priming_boost: float = P(
+        1.0,
+        "-",
+        "type I IFN help to CTL priming and expansion: CTL recruitment x (1 + b F_p / (F_p + K)), F_p plasma "
+        "IFN-alpha (a whole-patient term; 0 switches it off)",
+        ge=0,
+        le=100,
+        symbol="b_IFN",
+        source="estimate: type I IFN is a third signal for CD8 T cell expansion and helps dendritic cells "
+        "cross-prime (Curtsinger et al. 2005, J Immunol 174:4465; Le Bon et al. 2003, Nat Immunol 4:1009; "
+        "brief s4, docs/model.md)",
+    )
+    ifn_priming_half_pM: float = P(
+        5.0,
+        "pM",
+        "plasma IFN-alpha giving half of the priming boost",
+        gt=0,
+        symbol="K_IFN,prime",
+        source="estimate: about half the s.c. 5 MIU/m^2 plasma peak (9 pM, brief s4)",
     )
     speed_um_per_min: float = P(
         8.0, "um/min", "migration speed", ge=0, le=100, symbol="v_CTL", source="brief s4 (docs/model.md)"
@@ -163,6 +216,34 @@ class CTLParams(Group):
     aicd_half_pM: float = P(
         1000.0, "pM", "IL-2 giving half-maximal AICD", gt=0, symbol="K_AICD", source="brief s4 (docs/model.md)"
     )
+    ifn_cd25_suppression: float = P(
+        1.0,
+        "-",
+        "IFN-alpha present with IL-2 lowers CD25 (IL-2R alpha): the IL-2 half-proliferation constant is "
+        "multiplied by 1 + q F / (F + K), F the local IFN-alpha (0 switches it off)",
+        ge=0,
+        le=100,
+        symbol="q_CD25",
+        source="estimate: given with IL-2, IFN-alpha suppresses IL-2R alpha (brief s4, docs/model.md)",
+    )
+    ifn_cd25_half_pM: float = P(
+        2.5,
+        "pM",
+        "local IFN-alpha giving half of the CD25 suppression",
+        gt=0,
+        symbol="K_CD25",
+        source="estimate: " + _ISG,
+    )
+    drug_kill_per_uM_per_min: float = P(
+        5e-6,
+        "1/(uM min)",
+        "drug kill rate of a cycling CTL (one in its activation window, where it proliferates on IL-2): "
+        "p = 1 - exp(-k C dt); 0 switches drug toxicity to lymphocytes off",
+        ge=0,
+        symbol="k_drug,CTL",
+        source="estimate: as the cycling tumour cell (tumour.drug_kill_per_uM_per_min); 5-FU, cisplatin and "
+        "dacarbazine kill cycling lymphocytes (brief s4, docs/model.md)",
+    )
 
 
 class NKParams(Group):
@@ -228,6 +309,20 @@ class NKParams(Group):
         gt=0,
         symbol="theta_LAK",
         source="brief s4 (docs/model.md): LAK cells arise at 100-1,000 IU/mL",
+    )
+    ifn_lak_suppression: float = P(
+        1.0,
+        "-",
+        "IFN-alpha present with IL-2 slows LAK generation: exposure accrues at rate 1 / (1 + q F / (F + K)), F "
+        "the local IFN-alpha (0 switches it off)",
+        ge=0,
+        le=100,
+        symbol="q_LAK",
+        source="estimate: given at the same time as IL-2, IFN-alpha suppresses LAK generation (brief s4, "
+        "docs/model.md)",
+    )
+    ifn_lak_suppression_half_pM: float = P(
+        2.5, "pM", "local IFN-alpha giving half of the LAK suppression", gt=0, symbol="K_LAK,IFN", source="estimate"
     )
     lak_exposure_h: float = P(
         72.0,

@@ -164,8 +164,12 @@ def default_species() -> dict[str, SpeciesParams]:
             cells={
                 "tumour": CellExchange(
                     secretion_molecules_per_s=0.5,
+                    induced_secretion_molecules_per_s=2.0,
+                    induced_by="ifna",
+                    induction_half_conc=2.5,
                     source="estimate: tumour and stromal cells release CXCL10 at ng/mL per 1e6 cells per day "
-                    "(0.1-1 molecule/s per cell), more under interferon (the induced term, 0 here; issue 13)",
+                    "(0.1-1 molecule/s per cell); CXCL10 is an interferon-stimulated gene, induced several-fold "
+                    "by type I IFN at ISG-type concentrations (docs/model.md 7.11): + 2 molecules/s x F/(F + 2.5 pM)",
                 ),
                 "ctl": CellExchange(
                     uptake_per_min=0.1,

@@ -158,9 +158,10 @@ class TumourCell(LatticeCell):
     kind = "tumour"
     code = TUMOUR_CODE
 
-    def __init__(self, model, cell, mhc: float) -> None:
+    def __init__(self, model, cell, mhc: float, sensitisation: float = 0.0) -> None:
         super().__init__(model, cell)
         self.mhc = mhc
+        self.sensitisation = sensitisation  # to NK/LAK lysis, built up by IFN-alpha
 
     def act(self) -> None:
         r = self.model.rules
@@ -176,10 +177,12 @@ class TumourCell(LatticeCell):
         # MHC-I relaxes toward a level raised by IFN-alpha
         target = r.tumour.mhc_baseline + (1.0 - r.tumour.mhc_baseline) * ifn / (ifn + r.tumour.mhc_ifn_half_pM)
         self.mhc += (target - self.mhc) * r.tumour.mhc_relax_per_step
+        target_s = ifn / (ifn + r.tumour.ifn_sensitisation_half_pM)
+        self.sensitisation += (target_s - self.sensitisation) * r.tumour.sensitisation_relax_per_step
         # division into a random empty neighbour, slowed by IFN-alpha
         if self.chance(r.tumour.division_prob_per_step / (1.0 + ifn / r.tumour.ifn_prolif_half_pM)):
             if free:
-                TumourCell(self.model, self.model.random.choice(free), self.mhc)
+                TumourCell(self.model, self.model.random.choice(free), self.mhc, self.sensitisation)
                 self.model.counters["divisions_tumour"] += 1
             else:
                 self.model.counters["divisions_tumour_blocked"] += 1
@@ -197,10 +200,15 @@ class CTL(LatticeCell):
     def act(self) -> None:
         r = self.model.rules
         il2 = self.concentration(self.model.sp.il2)
+        ifn = self.concentration(self.model.sp.ifna)  # sensed here, before any move (IFN-alpha lowers CD25)
         self.age_min += r.dt_min
         if self.chance(r.ctl.death_prob_per_step):
             return self.die("deaths_ctl_natural")
         exhausted = self.kills >= r.ctl.max_kills
+        drug = self.concentration(self.model.sp.drug)
+        cycling = not exhausted and (self.timer_min > 0.0 or not r.ctl.prolif_requires_activation)
+        if drug > 0.0 and cycling and self.chance(-math.expm1(-r.ctl.drug_kill_per_uM_per_min * drug * r.dt_min)):
+            return self.die("deaths_ctl_drug")  # cycling lymphocytes are killed by the cytotoxic drug
         free, tumour = self.surroundings()
         if tumour and not exhausted:
             # engaged: secretes IL-2 for a window; may die of activation-induced cell death under high IL-2
@@ -221,11 +229,8 @@ class CTL(LatticeCell):
                 self.move(r.ctl.moves_per_step, r.ctl.chemotaxis_sensitivity, r.ctl.chemokine_receptor_kd_pM)
         # only activated CTL (engaged within their secretion window) carry the high-affinity IL-2 receptor
         activated = self.timer_min > 0.0 or not r.ctl.prolif_requires_activation
-        if (
-            not exhausted
-            and activated
-            and self.chance(r.ctl.prolif_prob_max_per_step * il2 / (il2 + r.ctl.il2_prolif_half_pM))
-        ):
+        k_il2 = r.ctl.il2_prolif_half_pM * (1.0 + r.ctl.ifn_cd25_suppression * ifn / (ifn + r.ctl.ifn_cd25_half_pM))
+        if not exhausted and activated and self.chance(r.ctl.prolif_prob_max_per_step * il2 / (il2 + k_il2)):
             free, _ = self.surroundings()
             if free:
                 CTL(self.model, self.model.random.choice(free))
@@ -248,7 +253,9 @@ class NKCell(LatticeCell):
         if self.chance(r.nk.death_prob_per_step):
             return self.die("deaths_nk_natural")
         if il2 > r.nk.lak_threshold_pM:
-            self.exposure_min += r.dt_min
+            self.exposure_min += r.dt_min / (
+                1.0 + r.nk.ifn_lak_suppression * ifn / (ifn + r.nk.ifn_lak_suppression_half_pM)
+            )
             if self.exposure_min >= r.nk.lak_exposure_min:  # sustained high IL-2: becomes a LAK cell
                 site = self.cell
                 self.alive = False
@@ -265,7 +272,14 @@ class NKCell(LatticeCell):
                     1.0 - (1.0 - a_il2) * (1.0 - a_ifn)
                 )
                 target = self.model.random.choice(tumour)
-                p_kill = kill_per_step(r.nk.kill_prob * (1.0 - target.mhc) * activation, r.nk.kill_attempts_per_step)
+                p = min(
+                    1.0,
+                    r.nk.kill_prob
+                    * (1.0 - target.mhc)
+                    * activation
+                    * (1.0 + r.nk.ifn_lysis_gain * target.sensitisation),
+                )
+                p_kill = kill_per_step(p, r.nk.kill_attempts_per_step)
                 if self.chance(p_kill):  # missing self
                     self.kill(target, "kills_nk")
         else:
@@ -292,7 +306,8 @@ class LAKCell(LatticeCell):
         if tumour:
             if self.kills < r.lak.max_kills:
                 target = self.model.random.choice(tumour)
-                if self.chance(kill_per_step(r.lak.kill_prob, r.lak.kill_attempts_per_step)):  # MHC-unrestricted
+                p = min(1.0, r.lak.kill_prob * (1.0 + r.lak.ifn_lysis_gain * target.sensitisation))
+                if self.chance(kill_per_step(p, r.lak.kill_attempts_per_step)):  # MHC-unrestricted
                     self.kill(target, "kills_lak")
         else:
             self.move(r.lak.moves_per_step, r.lak.chemotaxis_sensitivity, r.lak.chemokine_receptor_kd_pM)
@@ -344,7 +359,7 @@ class ReferenceModel(Model):
         for i in range(int(c.n[0])):
             where = self._cell_at(int(c.site[i]))
             if c.ctype[i] == 1:
-                TumourCell(self, where, float(c.mhc[i]))
+                TumourCell(self, where, float(c.mhc[i]), float(c.sensitisation[i]))
             else:
                 _BY_CODE[int(c.ctype[i])](self, where)
 
@@ -457,13 +472,14 @@ class ReferenceModel(Model):
 
     def recruitment_rates_per_day(self, n_t: float) -> tuple[float, float]:
         """Per-vessel CTL and NK entry rates at saturating local signal (as abm.Model.recruitment_rates_per_day)."""
-        p, cp = self.params, float(self.plasma[self.sp.il2])
+        p, cp, fp = self.params, float(self.plasma[self.sp.il2]), float(self.plasma[self.sp.ifna])
         ctl = (
             p.ctl.recruit_per_vessel_per_day
             * p.patient.antigenicity
             * n_t
             / (n_t + p.ctl.recruit_tumour_half_cells)
             * (1.0 + p.ctl.il2_recruit_boost * cp / (cp + p.ctl.il2_recruit_half_pM))
+            * (1.0 + p.ctl.ifn_priming_boost * fp / (fp + p.ctl.ifn_priming_half_pM))
         )
         nk = (
             p.nk.recruit_per_vessel_per_day

@@ -21,6 +21,8 @@ A regimen is a list of dosing blocks and adoptive transfers::
     cells_per_infusion = 1e10   # the whole patient's dose; the lesion receives its share
     [regimen.dose_scale]
     il2 = 1.0
+    [regimen.shift_days]        # move every dose of a drug (schedule-order sweeps); doses before day 0 are dropped
+    drug = -28
 
 ``Regimen()`` is the untreated regimen. :meth:`Regimen.from_dict` / :meth:`Regimen.from_toml` turn every problem
 into one :class:`~abm.params.ParameterError` naming the key (``regimen.doses[0].unit``) and the allowed values.
@@ -195,6 +197,11 @@ class Regimen(Group):
     dose_scale: dict[str, Annotated[float, Field(ge=0, le=1e6)]] = Field(
         default_factory=dict, description="multiplier of every dose of a drug (for dose-response sweeps; default 1)"
     )
+    shift_days: dict[str, Annotated[float, Field(ge=-3660, le=3660)]] = Field(
+        default_factory=dict,
+        description="days by which every dose of a drug moves (for schedule-order sweeps; default 0); a dose moved "
+        "before day 0 is not given",
+    )
 
     # ---- loading
     @classmethod
@@ -219,6 +226,10 @@ class Regimen(Group):
         """The dose multiplier of ``drug`` (1 unless ``dose_scale`` names it)."""
         return self.dose_scale.get(drug, 1.0)
 
+    def shift_min(self, drug: str) -> float:
+        """Minutes by which every dose of ``drug`` moves (0 unless ``shift_days`` names it)."""
+        return self.shift_days.get(drug, 0.0) * MIN_PER_DAY
+
     @property
     def untreated(self) -> bool:
         return not self.doses and not self.transfers
@@ -242,8 +253,10 @@ class Regimen(Group):
                 continue
             mol = _pk.dose_to_mol(block.drug, dose, block.unit, params.pk, params.patient, block.duration_h)
             amount = _pk.mol_to_plasma_amount(mol, units)
-            for t, cycle in block.times_min():
-                if t < end:
+            shift = self.shift_min(block.drug)
+            for t0, cycle in block.times_min():
+                t = t0 + shift
+                if 0.0 <= t < end:
                     out.append(
                         ScheduledDose(
                             time_min=t,
@@ -297,7 +310,8 @@ def _because(where: Callable[[tuple[str, ...]], str], dose: tuple[str, ...], pk:
 
 
 def check_regimen(regimen: Regimen, pk: dict[str, DrugPK], where: Callable[[tuple[str, ...]], str]) -> None:
-    """Check each dose block's drug, route and unit against the PK models (``params.pk``), and the dose_scale keys;
+    """Check each dose block's drug, route and unit against the PK models (``params.pk``), and the dose_scale and
+    shift_days keys;
     raise one ParameterError listing every problem, each naming its source (``where(key path)``) and key."""
     lines = []
     for i, block in enumerate(regimen.doses):
@@ -324,12 +338,13 @@ def check_regimen(regimen: Regimen, pk: dict[str, DrugPK], where: Callable[[tupl
                 f"allowed units: {', '.join(units)}"
                 + _because(where, (*path, "unit"), ("pk", block.drug, "iu_per_mg"), "no IU units")
             )
-    for drug in regimen.dose_scale:
-        if drug not in pk:
-            lines.append(
-                f"{where(('regimen', 'dose_scale', drug))}: key 'regimen.dose_scale.{drug}': unknown drug; "
-                f"allowed: {_choices(pk)}"
-            )
+    for table in ("dose_scale", "shift_days"):
+        for drug in getattr(regimen, table):
+            if drug not in pk:
+                lines.append(
+                    f"{where(('regimen', table, drug))}: key 'regimen.{table}.{drug}': unknown drug; "
+                    f"allowed: {_choices(pk)}"
+                )
     if lines:
         raise ParameterError("\n".join(lines))
 

@@ -48,6 +48,7 @@ RUN_TOTALS = (
     "total_kills_lak",
     "total_kills_drug",
     "total_deaths_ctl_aicd",
+    "total_deaths_ctl_drug",
     "total_transferred_lak",
 )
 
