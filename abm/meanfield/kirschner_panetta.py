@@ -86,10 +86,25 @@ def runaway_il2_threshold(k: KPParams) -> float:
     return k.mu3 * k.mu2 * k.g1 / (k.p1 - k.mu2)
 
 
+RUNAWAY_EFFECTORS = 1e20
+"""Effector level at which :func:`cleared` stops integrating: the population is running away (it grows
+exponentially without bound) and the stiff solver would otherwise fail on it."""
+
+
+def _runaway(t, u, k):
+    return u[0] - RUNAWAY_EFFECTORS
+
+
+_runaway.terminal = True
+
+
 def cleared(k: KPParams, days: float = 1000.0, u0=(1.0, 1.0, 1.0), below: float = 1.0) -> bool:
-    """Whether the tumour is below ``below`` cells (default: less than one cell) at ``days``."""
-    sol = integrate(k, days, u0)
-    return bool(sol.success and sol.y[1, -1] < below)
+    """Whether the tumour is below ``below`` cells (default: less than one cell) at ``days``, or when the
+    effectors pass :data:`RUNAWAY_EFFECTORS` if that comes first."""
+    sol = integrate(k, days, u0, events=_runaway)
+    if sol.status < 0:
+        raise RuntimeError(f"Kirschner-Panetta integration failed: {sol.message}")
+    return bool(sol.y[1, -1] < below)
 
 
 def bisect_threshold(
