@@ -27,7 +27,7 @@ from abm.kernels.exchange import fill_exchange
 from abm.kernels.records import Scratch, StepKey
 from abm.observables import Observer, observable_specs
 from abm.params import Params
-from abm.rules import cell_rules, exchange_table, exchanged_species, trafficking
+from abm.rules import cell_rules, exchange_table, exchanged_species, recruitment_rates_per_day, trafficking
 from abm.scenario import Scenario
 from abm.state import CELL_TYPES, initial_state
 
@@ -196,24 +196,8 @@ class Model(mesa_face.MesaModel):
         (docs/model.md, recruitment): tumour antigen primes CTL (the tumour count at the start of the step),
         plasma IL-2 expands both pools, plasma IFN-alpha helps CTL priming. The local factor c / (c + K_rec) at each
         vessel is applied in the kernel."""
-        p = self.params
-        n_t = float(self.n_tumour)
-        cp = self.plasma[self.rules.species.il2]
-        fp = self.plasma[self.rules.species.ifna]  # type I IFN helps priming and expansion (docs/model.md 7.5)
-        ctl = (
-            p.ctl.recruit_per_vessel_per_day
-            * p.patient.antigenicity
-            * n_t
-            / (n_t + p.ctl.recruit_tumour_half_cells)
-            * (1.0 + p.ctl.il2_recruit_boost * cp / (cp + p.ctl.il2_recruit_half_pM))
-            * (1.0 + p.ctl.ifn_priming_boost * fp / (fp + p.ctl.ifn_priming_half_pM))
-        )
-        nk = (
-            p.nk.recruit_per_vessel_per_day
-            * p.patient.nk_recruitment_scale
-            * (1.0 + p.nk.il2_recruit_boost * cp / (cp + p.nk.il2_recruit_half_pM))
-        )
-        return float(ctl), float(nk)
+        sp = self.rules.species
+        return recruitment_rates_per_day(self.params, self.n_tumour, self.plasma[sp.il2], self.plasma[sp.ifna])
 
     def trafficking(self):
         """This step's :data:`~abm.kernels.records.Trafficking` record."""

@@ -223,6 +223,32 @@ def trafficking(p: Params, ctl_per_day: float, nk_per_day: float) -> Trafficking
     )
 
 
+def recruitment_rates_per_day(
+    p: Params, n_tumour: float, plasma_il2: float, plasma_ifna: float = 0.0
+) -> tuple[float, float]:
+    """Per-vessel CTL and NK entry rates (1/day) at saturating local chemokine (docs/model.md 7.5): tumour antigen
+    primes CTL (``n_tumour`` the lesion's tumour count), plasma IL-2 ``plasma_il2`` expands both pools, plasma
+    IFN-alpha ``plasma_ifna`` helps CTL priming (7.11). The lattice model and its mean-field limit
+    (:mod:`abm.meanfield`) both take them from here."""
+    n_t = float(n_tumour)
+    cp = float(plasma_il2)
+    fp = float(plasma_ifna)
+    ctl = (
+        p.ctl.recruit_per_vessel_per_day
+        * p.patient.antigenicity
+        * n_t
+        / (n_t + p.ctl.recruit_tumour_half_cells)
+        * (1.0 + p.ctl.il2_recruit_boost * cp / (cp + p.ctl.il2_recruit_half_pM))
+        * (1.0 + p.ctl.ifn_priming_boost * fp / (fp + p.ctl.ifn_priming_half_pM))
+    )
+    nk = (
+        p.nk.recruit_per_vessel_per_day
+        * p.patient.nk_recruitment_scale
+        * (1.0 + p.nk.il2_recruit_boost * cp / (cp + p.nk.il2_recruit_half_pM))
+    )
+    return float(ctl), float(nk)
+
+
 def exchanged_species(table: ExchangeTable) -> list[int]:
     """Rows of the species that some cell type takes up or secretes (their uptake/source rows are refilled each
     step; the others stay zero)."""
