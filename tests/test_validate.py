@@ -285,6 +285,13 @@ def test_out_that_is_a_file_exits_2(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------------------ end to end (slow)
+EMERGE_AT_QUICK = ("P1b", "P1c", "P2a", "P2b", "P2c", "P2d", "P5a", "P6c")
+"""The comparisons that emerged at the quick size when this test was written (a299a9c rules, load about 6: 36 runs in
+6.3 min). Measured then, not asserted: P1a (untreated growth, 0.445 [-0.751, 1.64]: seed 1 ends at 637 of 716 cells
+on the 1.2-mm box after 14 days, although its diameter makes it PD), P3a, P4a, P4b, P6a, P6b (docs/validation.md
+reports the full size). The runs are deterministic for given seeds, so a change here is a change of the model."""
+
+
 @pytest.mark.slow
 def test_validate_quick_end_to_end(tmp_path, capsys):
     """``abm validate --quick`` (60 x 60 sites, 14 days, 3 seeds, 2 workers): a few minutes on 2 cores."""
@@ -294,6 +301,10 @@ def test_validate_quick_end_to_end(tmp_path, capsys):
         assert (out / name).is_file(), name
     res = json.loads((out / "results.json").read_text())
     assert not res["failures"] and len(res["runs_done"]) == 12 * QUICK.seeds
-    p1 = {r["key"]: r for r in res["patterns"][0]["comparisons"]}
-    # P1 at the quick size: the untreated lesion grows, high-dose IL-2 removes burden and shrinks it
-    assert res["patterns"][0]["verdict"] == "emerges", json.dumps(p1, indent=1)
+    rows = {r["key"]: r for p in res["patterns"] for r in p["comparisons"]}
+    print((out / "table.md").read_text())
+    for key in EMERGE_AT_QUICK:
+        assert rows[key]["verdict"] == "emerges", json.dumps(rows[key], indent=1)
+    # untreated, every seed is PD by RECIST; under high-dose IL-2 every seed clears
+    assert res["arms"]["untreated"]["best_responses"] == ["PD"] * QUICK.seeds
+    assert res["arms"]["hd_il2"]["complete"]["k"] == QUICK.seeds
