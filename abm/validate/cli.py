@@ -20,7 +20,7 @@ def register(sub) -> None:
         help="measure the clinical patterns P1-P6 on the default patient (table with 95%% CIs, a figure each)",
         description="Run each clinical pattern's experiment (shipped scenarios with documented overrides) on "
         "several seeds and write DIR/table.md, table.csv, arms.csv, results.json and one figure per pattern: "
-        "every comparison with its effect, 95%% interval and verdict (emerges / does not emerge). "
+        "every comparison with its effect, 95% interval and verdict (emerges / does not emerge). "
         "See docs/validation.md.",
     )
     p.add_argument("--out", "-o", required=True, metavar="DIR", help="output directory (created; files replaced)")
