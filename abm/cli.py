@@ -21,7 +21,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 # modules that add sub-commands; each imports only core dependencies at module level, so a failure to import one
 # is a real error, reported as such
-PLUGINS = ("abm.sweep.cli", "abm.viz.cli", "abm.trial.cli")
+PLUGINS = ("abm.sweep.cli", "abm.viz.cli", "abm.trial.cli", "abm.validate.cli")
 
 
 # optional packages and the extra of pyproject.toml that installs each (from a clone: python -m pip install -e ".[X]")
