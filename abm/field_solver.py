@@ -21,8 +21,11 @@ from collections.abc import Sequence
 import numba
 import numpy as np
 
+from abm import threads as _threads
 from abm.kernels import coupled as _c
 from abm.kernels import fields as _k
+
+_threads.fit_to_cpus()
 
 __all__ = ["FieldSolver"]
 

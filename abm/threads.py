@@ -14,8 +14,9 @@ the wall time does. What was measured (docs/performance.md, "Threads"):
   (no effect on libgomp).
 
 :func:`configure` runs when :mod:`abm` is imported, before Numba starts its threads, and only fills in what the
-user has not set: ``OMP_WAIT_POLICY=PASSIVE``, ``KMP_BLOCKTIME=0``, the layer priority omp, tbb, workqueue, and
-``NUMBA_NUM_THREADS`` = the CPUs this process may run on (``os.sched_getaffinity``, not the machine's count).
+user has not set: ``OMP_WAIT_POLICY=PASSIVE``, ``KMP_BLOCKTIME=0`` and the layer priority omp, tbb, workqueue;
+:func:`fit_to_cpus` (when the kernels load) caps the threads in use at the CPUs this process may run on
+(``os.sched_getaffinity``, not the machine's count).
 Small regions run on one thread whatever the count (the size thresholds of :mod:`abm.kernels.fields` and
 :mod:`abm.kernels.coupled`). :func:`set_threads` is ``abm run --threads N``.
 """
@@ -40,12 +41,28 @@ def configure() -> None:
     """Fill in the runtime defaults above (each only if unset; none with ``ABM_THREAD_DEFAULTS=0``, which the
     benchmarks use to measure the runtime's own defaults). Effective only before Numba launches its threads (the
     OpenMP runtime reads its environment when it is loaded); later it changes nothing."""
+    global _USER_THREADS
+    _USER_THREADS = "NUMBA_NUM_THREADS" in os.environ
     if os.environ.get("ABM_THREAD_DEFAULTS") == "0":
         return
     for k, v in DEFAULTS.items():
         os.environ.setdefault(k, v)
-    if "numba" not in sys.modules:
-        os.environ.setdefault("NUMBA_NUM_THREADS", str(usable_cpus()))
+
+
+_USER_THREADS = False
+
+
+def fit_to_cpus() -> None:
+    """Use no more threads than the CPUs this process may run on (Numba's default pool is the machine's count).
+    Called once when the kernels load; only ever lowers the count, and not when the user chose one. (The pool size
+    is not put in the environment, so worker processes that default to one thread still do.)"""
+    if _USER_THREADS or os.environ.get("ABM_THREAD_DEFAULTS") == "0":
+        return
+    import numba
+
+    n = usable_cpus()
+    if numba.get_num_threads() > n:
+        numba.set_num_threads(n)
 
 
 def set_threads(n: int) -> None:

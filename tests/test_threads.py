@@ -37,26 +37,34 @@ def _python(code: str, **env: str) -> str:
 
 
 PROBE = """
-import json, os, numba, numpy as np, abm
+import json, os, numba, numpy as np, abm, abm.field_solver
 from abm.kernels import fields
 fields.react_sweep_x(np.zeros((1, 4)), fields.Reaction(np.zeros((1, 4), np.float32), np.zeros((1, 4), np.float32),
     np.zeros(4, np.uint8), np.zeros(1), np.zeros(1), np.zeros(1)), 1.0, 4,
     fields.thomas_factors(4, np.zeros(1), False), np.ones(1, np.uint8))
 print(json.dumps({"wait": os.environ.get("OMP_WAIT_POLICY"), "layer": numba.threading_layer(),
-    "pool": numba.config.NUMBA_NUM_THREADS, "cpus": len(os.sched_getaffinity(0))}))
+    "pool": numba.config.NUMBA_NUM_THREADS, "threads": numba.get_num_threads(), "cpus": len(os.sched_getaffinity(0)),
+    "env_threads": os.environ.get("NUMBA_NUM_THREADS")}))
 """
 
 
 def test_import_sets_passive_wait_and_the_usable_cpus():
     got = json.loads(_python(PROBE))
     assert got["wait"] == "PASSIVE"
-    assert got["pool"] == got["cpus"]
+    assert got["threads"] == min(got["pool"], got["cpus"])
+    assert got["env_threads"] is None  # not exported: workers that default to one thread still do
     assert got["layer"] in ("omp", "tbb", "workqueue")
+
+
+def test_threads_capped_at_the_usable_cpus():
+    pin = "import os\nos.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+    got = json.loads(_python(pin + PROBE))
+    assert got["cpus"] == 1 and got["threads"] == 1
 
 
 def test_the_users_settings_win():
     got = json.loads(_python(PROBE, OMP_WAIT_POLICY="ACTIVE", NUMBA_NUM_THREADS="1"))
-    assert got["wait"] == "ACTIVE" and got["pool"] == 1
+    assert got["wait"] == "ACTIVE" and got["pool"] == 1 and got["threads"] == 1
 
 
 def test_threads_option_in_a_fresh_process(tmp_path):
