@@ -31,7 +31,8 @@ Determinism: a level is cut into slabs (z planes in 3D, y rows in 2D); parallel 
 reduction adds per-slab partial sums in slab order. Each Gauss–Seidel update reads only neighbours of the other colour,
 except across an odd periodic axis, where two neighbours share a colour; there the two end slabs are one task (and
 the x and y ends lie in one slab), updated in a fixed order. Nothing depends on the thread count, so results are
-bit-identical for any number of threads. Levels with fewer than ``PARALLEL_MIN_SITES`` sites run on one thread.
+bit-identical for any number of threads. Levels with fewer than ``Control.par_min`` sites (``PARALLEL_MIN_SITES``, or
+every level when one thread is in use) run their serial twins on the calling thread.
 
 Layout: ``c`` rows are float64 ``(n_sites,)`` with site ``i = x + nx*(y + ny*z)``. Level ``l`` occupies
 ``[off[l], off[l+1])`` of the concatenated per-site arrays; level 0 is the lattice. Nothing is allocated per call.
