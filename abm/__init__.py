@@ -9,10 +9,14 @@ The public API is short::
     run = abm.load("run.h5")                        # read it back (abm.io.Run)
 """
 
-from abm.errors import ParameterError, UsageError
-from abm.params import Params
-from abm.provenance import abm_version
-from abm.scenario import Scenario
+from abm import threads as _threads
+
+_threads.configure()  # before Numba starts its threads: passive OpenMP wait, the usable CPUs (abm/threads.py)
+
+from abm.errors import ParameterError, UsageError  # noqa: E402
+from abm.params import Params  # noqa: E402
+from abm.provenance import abm_version  # noqa: E402
+from abm.scenario import Scenario  # noqa: E402
 
 __version__ = abm_version()
 

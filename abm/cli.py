@@ -86,7 +86,18 @@ def _add_run(sub) -> None:
         help="start SCENARIO from another run's checkpoint (e.g. grown untreated to day N) with SCENARIO's regimen "
         "and run settings; every other parameter must equal the checkpoint's",
     )
+    _add_threads(p)
     p.set_defaults(func=cmd_run)
+
+
+def _add_threads(p) -> None:
+    p.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="Numba threads (default: the CPUs this process may use; small lattices run their parallel loops on one "
+        "thread anyway). Results are bit-identical for any N; only the wall time changes",
+    )
 
 
 def _add_resume(sub) -> None:
@@ -94,6 +105,7 @@ def _add_resume(sub) -> None:
     p.add_argument("checkpoint", help="the checkpoint (OUT.ckpt.h5), or the run's output or partial file")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
     p.add_argument("--checkpoint-every", type=float, metavar="HOURS", help="checkpoint interval from here on")
+    _add_threads(p)
     p.set_defaults(func=cmd_resume)
 
 
@@ -142,7 +154,15 @@ def _hours_to_min(args) -> float | None:
     return float(h) * 60.0
 
 
+def _threads(args) -> None:
+    if getattr(args, "threads", None) is not None:
+        from abm.threads import set_threads
+
+        set_threads(args.threads)
+
+
 def cmd_run(args) -> int:
+    _threads(args)
     import abm
     from abm import checkpoint
     from abm.io import OutputPathError, check_output_path
@@ -214,6 +234,7 @@ def _resumed(args, resume, every) -> int:
 
 
 def cmd_resume(args) -> int:
+    _threads(args)
     from abm.simulation import resume
 
     args.resume = args.checkpoint

@@ -18,10 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numba
 import numpy as np
 
+from abm import threads as _threads
 from abm.kernels import coupled as _c
 from abm.kernels import fields as _k
+
+_threads.fit_to_cpus()
 
 __all__ = ["FieldSolver"]
 
@@ -167,10 +171,13 @@ class FieldSolver:
         self.max_iterations = int(max_iterations)
         self._split_active = np.array([not f for f in self.coupled], dtype=np.uint8)
         self._any_split = bool(self._split_active.any())
+        # the split sweeps run in parallel only for lattices where that pays (a measured threshold, same bits)
+        self._split_parallel = self.n_sites * int(self._split_active.sum()) >= _k.PARALLEL_MIN_UPDATES
         self._coupled_species = tuple(s for s, f in enumerate(self.coupled) if f)
         self._levels = _c.build_levels(self.shape_xyz, self.periodic) if self._coupled_species else None
         self._work = {s: _c.make_work(self._levels) for s in self._coupled_species}
-        self._control = _c.Control(self.rtol, self.max_iterations, SMOOTHING_SWEEPS)
+        self._control = _c.Control(self.rtol, self.max_iterations, SMOOTHING_SWEEPS, _c.PARALLEL_MIN_SITES)
+        self._control_threads = 0  # the thread count self._control was made for
         self._coef = np.zeros((self.n_species, 5))
         self._coef[:, _c.C_DT] = self.dt_sub_min
         self._coef[:, _c.C_R] = self.r
@@ -299,11 +306,20 @@ class FieldSolver:
             terms = _c.SiteTerms(uptake, source, self._vmask)
             self._coef[:, _c.C_PERM] = perm
             self._coef[:, _c.C_PERM_PLASMA] = self._perm_plasma
+        threads = numba.get_num_threads()
+        if threads != self._control_threads:  # on one thread no parallel region is entered at all
+            par_min = _c.PARALLEL_MIN_SITES if threads > 1 else np.iinfo(np.int64).max
+            self._control = self._control._replace(par_min=np.int64(par_min))
+            self._control_threads = threads
+        if self._split_parallel and threads > 1:
+            react_x, strided = _k.react_sweep_x, _k.sweep_strided
+        else:
+            react_x, strided = _k.react_sweep_x_serial, _k.sweep_strided_serial
         for _ in range(self.substeps):
             if self._any_split:
-                _k.react_sweep_x(conc, rx, dt, nx, ax, act)
-                _k.sweep_strided(conc, nz, ny, nx, self._block_y, ay, act)
-                _k.sweep_strided(conc, 1, nz, nx * ny, self._block_z, az, act)
+                react_x(conc, rx, dt, nx, ax, act)
+                strided(conc, nz, ny, nx, self._block_y, ay, act)
+                strided(conc, 1, nz, nx * ny, self._block_z, az, act)
             for s in self._coupled_species:
                 stats = self._stats[s]
                 status = _c.solve(conc[s], s, terms, self._coef[s], self._levels, self._work[s], self._control, stats)

@@ -31,7 +31,8 @@ Determinism: a level is cut into slabs (z planes in 3D, y rows in 2D); parallel 
 reduction adds per-slab partial sums in slab order. Each Gauss–Seidel update reads only neighbours of the other colour,
 except across an odd periodic axis, where two neighbours share a colour; there the two end slabs are one task (and
 the x and y ends lie in one slab), updated in a fixed order. Nothing depends on the thread count, so results are
-bit-identical for any number of threads. Levels with fewer than ``PARALLEL_MIN_SITES`` sites run on one thread.
+bit-identical for any number of threads. Levels with fewer than ``Control.par_min`` sites (``PARALLEL_MIN_SITES``, or
+every level when one thread is in use) run their serial twins on the calling thread.
 
 Layout: ``c`` rows are float64 ``(n_sites,)`` with site ``i = x + nx*(y + ny*z)``. Level ``l`` occupies
 ``[off[l], off[l+1])`` of the concatenated per-site arrays; level 0 is the lattice. Nothing is allocated per call.
@@ -72,8 +73,10 @@ xc, bc : float64 (n_total - n_sites,), correction and right-hand side on the coa
 partial : float64 (n_slabs,), per-slab partial sums of the level-0 reductions.
 """
 
-Control = namedtuple("Control", ["rtol", "max_iterations", "sweeps"])
-Control.__doc__ = """rtol : float, relative residual target; max_iterations : int; sweeps : int, smoothing sweeps."""
+Control = namedtuple("Control", ["rtol", "max_iterations", "sweeps", "par_min"])
+Control.__doc__ = """rtol : float, relative residual target; max_iterations : int; sweeps : int, smoothing sweeps;
+par_min : int, levels with fewer sites run on one thread (:data:`PARALLEL_MIN_SITES`, or more than any level when
+only one thread is in use, so no parallel region is entered at all)."""
 
 SiteTerms = namedtuple("SiteTerms", ["uptake", "source", "vmask"])
 SiteTerms.__doc__ = """uptake, source : float32 (n_species, n_sites), 1/min and conc/min; vmask : uint8 (n_sites,)."""
@@ -559,7 +562,7 @@ def _grid(lv, l, rs):
 
 
 @numba.njit(**JIT)
-def vcycle(lv, wk, rs, sweeps):
+def vcycle(lv, wk, rs, sweeps, par_min):
     """z = B r: one symmetric V-cycle from a zero guess (B is symmetric positive definite)."""
     nl = lv.shape.shape[0]
     n0 = lv.off[1]
@@ -572,7 +575,7 @@ def vcycle(lv, wk, rs, sweeps):
         e = lv.off[l + 1]
         x, b = _level_vectors(lv, wk, l)
         grid = _grid(lv, l, rs)
-        par = e - o >= PARALLEL_MIN_SITES
+        par = e - o >= par_min
         _smooth(grid, (x, b, wk.invd[o:e]), par, sweeps, False, True)
         out = _level_vectors(lv, wk, l + 1)[1]
         only = -1 if _odd_periodic(grid[0], grid[1]) else 0  # the forward sweep ends with black: red residuals remain
@@ -587,7 +590,7 @@ def vcycle(lv, wk, rs, sweeps):
         e = lv.off[l + 1]
         x, b = _level_vectors(lv, wk, l)
         cxv = _level_vectors(lv, wk, l + 1)[0]
-        par = e - o >= PARALLEL_MIN_SITES
+        par = e - o >= par_min
         if par:
             _prolong_par(x, cxv, lv.shape[l], lv.shape[l + 1])
         else:
@@ -758,25 +761,25 @@ def _assemble_ser(cf, src, dst, partial):
 
 
 @numba.njit(**JIT)
-def _assemble0(c, s, terms, coef, lv, wk):
+def _assemble0(c, s, terms, coef, lv, wk, par_min):
     """Level 0 of the system (see :func:`_assemble_task`); returns sum b."""
     n0 = lv.off[1]
     src = (c, terms.uptake[s], terms.source[s], terms.vmask, lv.cdiag[:n0])
     dst = (wk.mass[:n0], wk.b, wk.diag[:n0], wk.invd[:n0])
-    if n0 >= PARALLEL_MIN_SITES:
+    if n0 >= par_min:
         return _assemble_par(coef, src, dst, wk.partial)
     return _assemble_ser(coef, src, dst, wk.partial)
 
 
 @numba.njit(**JIT)
-def _assemble_coarse(rs, lv, wk):
+def _assemble_coarse(rs, lv, wk, par_min):
     """Coarse levels: M summed over the children, A_ii = M + r cdiag."""
     nl = lv.shape.shape[0]
     for l in range(nl - 1):
         o = lv.off[l]
         oc = lv.off[l + 1]
         e = lv.off[l + 2]
-        if oc - o >= PARALLEL_MIN_SITES:
+        if oc - o >= par_min:
             _mass_par(wk.mass[o:oc], lv.shape[l], lv.shape[l + 1], wk.mass[oc:e])
         else:
             _mass_ser(wk.mass[o:oc], lv.shape[l], lv.shape[l + 1], wk.mass[oc:e])
@@ -796,12 +799,12 @@ def solve(c, s, terms, coef, lv, wk, ctrl, stats):
     """
     rs = coef[C_R]
     n0 = lv.off[1]
-    par = n0 >= PARALLEL_MIN_SITES
+    par = n0 >= ctrl.par_min
     pt = wk.partial
     grid = _grid(lv, 0, rs)
     diag = wk.diag[:n0]
-    sum_b = _assemble0(c, s, terms, coef, lv, wk)
-    _assemble_coarse(rs, lv, wk)
+    sum_b = _assemble0(c, s, terms, coef, lv, wk, ctrl.par_min)
+    _assemble_coarse(rs, lv, wk, ctrl.par_min)
     bn = np.sqrt(_vec(par, OP_DOT, (wk.b, wk.b, wk.b, wk.b), 0.0, pt))
     stats[0] = 0.0
     stats[1] = 0.0
@@ -815,7 +818,7 @@ def solve(c, s, terms, coef, lv, wk, ctrl, stats):
     it = 0
     status = 0
     if rn > target:
-        vcycle(lv, wk, rs, ctrl.sweeps)
+        vcycle(lv, wk, rs, ctrl.sweeps, ctrl.par_min)
         rz = _vec(par, OP_DOT, (wk.r, wk.z, wk.r, wk.r), 0.0, pt)
         wk.p[:] = wk.z
         while True:
@@ -828,7 +831,7 @@ def solve(c, s, terms, coef, lv, wk, ctrl, stats):
             if it >= ctrl.max_iterations:
                 status = 1
                 break
-            vcycle(lv, wk, rs, ctrl.sweeps)
+            vcycle(lv, wk, rs, ctrl.sweeps, ctrl.par_min)
             rz_new = _vec(par, OP_DOT, (wk.r, wk.z, wk.r, wk.r), 0.0, pt)
             _vec(par, OP_UPDATE_P, (wk.p, wk.z, wk.p, wk.p), rz_new / rz, pt)
             rz = rz_new

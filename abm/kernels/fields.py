@@ -146,7 +146,68 @@ def clear_vessels(vmask, sites):
         vmask[sites[k]] = 0
 
 
+# Split sweeps with fewer voxel-species updates than this run on one thread (react_sweep_x_serial,
+# sweep_strided_serial: the same tasks in the same order, so the same bits). Measured in docs/performance.md
+# ("Threads"): below it a 2-thread region costs more than it saves, on a quiet machine and a busy one.
+PARALLEL_MIN_UPDATES = 100_000
+
 LINES_PER_TASK = 16  # x lines solved together: independent recursions interleaved to hide the FP latency
+
+
+@numba.njit(**JIT)
+def _react_x_task(task, c, rx, dt, nx, ax, active):
+    """Task ``task`` of :func:`react_sweep_x`: one group of ``LINES_PER_TASK`` x lines of one species."""
+    task = np.int64(task)
+    uptake, source, vmask, perm, perm_plasma, decay = rx
+    mode, f, g, z, r, inv_schur = ax
+    nlines = c.shape[1] // nx
+    ngroups = (nlines + LINES_PER_TASK - 1) // LINES_PER_TASK
+    s = task // ngroups
+    if active[s] == 0:
+        return
+    l0 = (task - s * ngroups) * LINES_PER_TASK
+    nl = min(LINES_PER_TASK, nlines - l0)
+    b = l0 * nx
+    e = b + nl * nx
+    seg = c[s, b:e]
+    up = uptake[s, b:e]
+    so = source[s, b:e]
+    vm = vmask[b:e]
+    k = decay[s]
+    p = perm[s]
+    pc = perm_plasma[s]
+    for i in range(e - b):
+        m = np.float64(vm[i])
+        seg[i] = (seg[i] + dt * (np.float64(so[i]) + m * pc)) / (1.0 + dt * (k + np.float64(up[i]) + m * p))
+    if mode == 0:
+        return
+    fs = f[s]
+    gs = g[s]
+    first = 0 if mode == 1 else 1  # the cyclic interior starts at x = 1
+    fi = fs[first]
+    for ll in range(nl):
+        seg[ll * nx + first] = seg[ll * nx + first] * fi
+    for i in range(first + 1, nx):
+        fi = fs[i]
+        gi = gs[i]
+        for ll in range(nl):
+            j = ll * nx + i
+            seg[j] = seg[j] * fi + gi * seg[j - 1]
+    for i in range(nx - 2, first - 1, -1):
+        gi = gs[i]
+        for ll in range(nl):
+            j = ll * nx + i
+            seg[j] = seg[j] + gi * seg[j + 1]
+    if mode == 2:
+        zs = z[s]
+        rs = r[s]
+        isch = inv_schur[s]
+        for ll in range(nl):
+            j = ll * nx
+            x0 = (seg[j] + rs * (seg[j + 1] + seg[j + nx - 1])) * isch
+            seg[j] = x0
+            for i in range(1, nx):
+                seg[j + i] = seg[j + i] + zs[i] * x0
 
 
 @numba.njit(**PARALLEL)
@@ -160,58 +221,81 @@ def react_sweep_x(c, rx, dt, nx, ax, active):
     Tasks are groups of ``LINES_PER_TASK`` consecutive x lines of one species; within a group the Thomas recursion
     runs over x with the inner loop over the lines, so the independent recursions overlap in the pipeline.
     """
+    # Only arrays and scalars may cross into a prange body (Numba passes them to a gufunc): unpack, re-pack inside.
     uptake, source, vmask, perm, perm_plasma, decay = rx
     mode, f, g, z, r, inv_schur = ax
-    ns = c.shape[0]
-    nlines = c.shape[1] // nx
-    ngroups = (nlines + LINES_PER_TASK - 1) // LINES_PER_TASK
-    for task in numba.prange(ns * ngroups):
-        s = task // ngroups
-        if active[s] == 0:
-            continue
-        l0 = (task - s * ngroups) * LINES_PER_TASK
-        nl = min(LINES_PER_TASK, nlines - l0)
-        b = l0 * nx
-        e = b + nl * nx
-        seg = c[s, b:e]
-        up = uptake[s, b:e]
-        so = source[s, b:e]
-        vm = vmask[b:e]
-        k = decay[s]
-        p = perm[s]
-        pc = perm_plasma[s]
-        for i in range(e - b):
-            m = np.float64(vm[i])
-            seg[i] = (seg[i] + dt * (np.float64(so[i]) + m * pc)) / (1.0 + dt * (k + np.float64(up[i]) + m * p))
-        if mode == 0:
-            continue
-        fs = f[s]
-        gs = g[s]
-        first = 0 if mode == 1 else 1  # the cyclic interior starts at x = 1
-        fi = fs[first]
-        for ll in range(nl):
-            seg[ll * nx + first] = seg[ll * nx + first] * fi
-        for i in range(first + 1, nx):
-            fi = fs[i]
-            gi = gs[i]
-            for ll in range(nl):
-                j = ll * nx + i
-                seg[j] = seg[j] * fi + gi * seg[j - 1]
-        for i in range(nx - 2, first - 1, -1):
-            gi = gs[i]
-            for ll in range(nl):
-                j = ll * nx + i
-                seg[j] = seg[j] + gi * seg[j + 1]
-        if mode == 2:
-            zs = z[s]
-            rs = r[s]
-            isch = inv_schur[s]
-            for ll in range(nl):
-                j = ll * nx
-                x0 = (seg[j] + rs * (seg[j + 1] + seg[j + nx - 1])) * isch
-                seg[j] = x0
-                for i in range(1, nx):
-                    seg[j + i] = seg[j + i] + zs[i] * x0
+    ntasks = c.shape[0] * ((c.shape[1] // nx + LINES_PER_TASK - 1) // LINES_PER_TASK)
+    for task in numba.prange(ntasks):
+        _react_x_task(
+            task, c, (uptake, source, vmask, perm, perm_plasma, decay), dt, nx, (mode, f, g, z, r, inv_schur), active
+        )
+
+
+@numba.njit(**JIT)
+def react_sweep_x_serial(c, rx, dt, nx, ax, active):
+    """:func:`react_sweep_x` on the calling thread (the same tasks in task order: the same bits)."""
+    ntasks = c.shape[0] * ((c.shape[1] // nx + LINES_PER_TASK - 1) // LINES_PER_TASK)
+    for task in range(ntasks):
+        _react_x_task(task, c, rx, dt, nx, ax, active)
+
+
+@numba.njit(**JIT)
+def _strided_task(task, c, dims, ax, active):
+    """Task ``task`` of :func:`sweep_strided`: one (species, outer, block) triple; ``dims = (n_outer, n, n_inner,
+    block)``."""
+    task = np.int64(task)
+    n_outer, n, n_inner, block = dims
+    mode, f, g, z, r, inv_schur = ax
+    nblocks = (n_inner + block - 1) // block
+    per_s = n_outer * nblocks
+    s = task // per_s
+    if active[s] == 0:
+        return
+    rem = task - s * per_s
+    o = rem // nblocks
+    blk = rem - o * nblocks
+    lo = o * n * n_inner + blk * block
+    w = min(block, n_inner - blk * block)
+    row = c[s]
+    fs = f[s]
+    gs = g[s]
+    first = 0 if mode == 1 else 1  # the cyclic interior starts at row 1
+    cur = row[lo + first * n_inner : lo + first * n_inner + w]
+    fi = fs[first]
+    for j in range(w):
+        cur[j] = cur[j] * fi
+    for i in range(first + 1, n):
+        prev = cur
+        cur = row[lo + i * n_inner : lo + i * n_inner + w]
+        fi = fs[i]
+        gi = gs[i]
+        for j in range(w):
+            cur[j] = cur[j] * fi + gi * prev[j]
+    for i in range(n - 2, first - 1, -1):
+        nxt = cur
+        cur = row[lo + i * n_inner : lo + i * n_inner + w]
+        gi = gs[i]
+        for j in range(w):
+            cur[j] = cur[j] + gi * nxt[j]
+    if mode == 2:
+        zs = z[s]
+        rs = r[s]
+        isch = inv_schur[s]
+        r0 = row[lo : lo + w]
+        r1 = row[lo + n_inner : lo + n_inner + w]
+        rl = row[lo + (n - 1) * n_inner : lo + (n - 1) * n_inner + w]
+        for j in range(w):
+            r0[j] = (r0[j] + rs * (r1[j] + rl[j])) * isch
+        for i in range(1, n):
+            cur = row[lo + i * n_inner : lo + i * n_inner + w]
+            zi = zs[i]
+            for j in range(w):
+                cur[j] = cur[j] + zi * r0[j]
+
+
+@numba.njit(**JIT, inline="always")
+def _strided_tasks(c, n_outer, n_inner, block):
+    return c.shape[0] * n_outer * ((n_inner + block - 1) // block)
 
 
 @numba.njit(**PARALLEL)
@@ -227,50 +311,14 @@ def sweep_strided(c, n_outer, n, n_inner, block, ax, active):
     mode, f, g, z, r, inv_schur = ax
     if mode == 0:
         return
-    ns = c.shape[0]
-    nblocks = (n_inner + block - 1) // block
-    per_s = n_outer * nblocks
-    for task in numba.prange(ns * per_s):
-        s = task // per_s
-        if active[s] == 0:
-            continue
-        rem = task - s * per_s
-        o = rem // nblocks
-        blk = rem - o * nblocks
-        lo = o * n * n_inner + blk * block
-        w = min(block, n_inner - blk * block)
-        row = c[s]
-        fs = f[s]
-        gs = g[s]
-        first = 0 if mode == 1 else 1  # the cyclic interior starts at row 1
-        cur = row[lo + first * n_inner : lo + first * n_inner + w]
-        fi = fs[first]
-        for j in range(w):
-            cur[j] = cur[j] * fi
-        for i in range(first + 1, n):
-            prev = cur
-            cur = row[lo + i * n_inner : lo + i * n_inner + w]
-            fi = fs[i]
-            gi = gs[i]
-            for j in range(w):
-                cur[j] = cur[j] * fi + gi * prev[j]
-        for i in range(n - 2, first - 1, -1):
-            nxt = cur
-            cur = row[lo + i * n_inner : lo + i * n_inner + w]
-            gi = gs[i]
-            for j in range(w):
-                cur[j] = cur[j] + gi * nxt[j]
-        if mode == 2:
-            zs = z[s]
-            rs = r[s]
-            isch = inv_schur[s]
-            r0 = row[lo : lo + w]
-            r1 = row[lo + n_inner : lo + n_inner + w]
-            rl = row[lo + (n - 1) * n_inner : lo + (n - 1) * n_inner + w]
-            for j in range(w):
-                r0[j] = (r0[j] + rs * (r1[j] + rl[j])) * isch
-            for i in range(1, n):
-                cur = row[lo + i * n_inner : lo + i * n_inner + w]
-                zi = zs[i]
-                for j in range(w):
-                    cur[j] = cur[j] + zi * r0[j]
+    for task in numba.prange(_strided_tasks(c, n_outer, n_inner, block)):
+        _strided_task(task, c, (n_outer, n, n_inner, block), (mode, f, g, z, r, inv_schur), active)
+
+
+@numba.njit(**JIT)
+def sweep_strided_serial(c, n_outer, n, n_inner, block, ax, active):
+    """:func:`sweep_strided` on the calling thread (the same tasks in task order: the same bits)."""
+    if ax[0] == 0:
+        return
+    for task in range(_strided_tasks(c, n_outer, n_inner, block)):
+        _strided_task(task, c, (n_outer, n, n_inner, block), ax, active)
