@@ -73,6 +73,11 @@ xc, bc : float64 (n_total - n_sites,), correction and right-hand side on the coa
 partial : float64 (n_slabs,), per-slab partial sums of the level-0 reductions.
 """
 
+#: A right-hand side with ||b||_2 below this (in the species' unit) is taken as zero. Its squares and those of the
+#: Krylov vectors reach the subnormal range (about 1e-308), where p.Ap underflows to 0 and CG divides by it: a field
+#: decayed for weeks after a course's last dose (IL-2 levels near 1e-155 pM) made the solve return NaN.
+NEGLIGIBLE_RHS = 1e-140
+
 Control = namedtuple("Control", ["rtol", "max_iterations", "sweeps", "par_min"])
 Control.__doc__ = """rtol : float, relative residual target; max_iterations : int; sweeps : int, smoothing sweeps;
 par_min : int, levels with fewer sites run on one thread (:data:`PARALLEL_MIN_SITES`, or more than any level when
@@ -809,7 +814,7 @@ def solve(c, s, terms, coef, lv, wk, ctrl, stats):
     stats[0] = 0.0
     stats[1] = 0.0
     stats[2] = 0.0
-    if bn == 0.0:
+    if bn < NEGLIGIBLE_RHS:  # nothing left, or so little that the Krylov dot products would underflow
         c[:] = 0.0
         return 0
     rn = np.sqrt(_apply_a(par, grid, (diag, c, wk.b, wk.r), True, pt))
