@@ -285,23 +285,26 @@ def kernels_need_compiling() -> bool:
     seconds."""
     from abm.kernels import cells, coupled, exchange, fields, observe
 
-    names = {
-        cells: ("step_cells", "recruit", "compact", "count_of"),
-        exchange: ("fill_exchange",),
-        fields: ("react_sweep_x", "sweep_strided"),
-        coupled: ("solve",),
-        observe: ("tumour_geometry", "field_stats"),
-    }
-    for module, kernels in names.items():
-        for name in kernels:
-            d = getattr(module, name, None)
-            if d is None or not hasattr(d, "signatures") or d.signatures:
-                continue  # renamed, or already compiled here
-            try:
-                if not d._cache._cache_file._load_index():  # Numba's cache index: {} when absent or stale
-                    return True
-            except Exception:  # noqa: BLE001 - Numba internals moved: say it may compile rather than nothing
+    # each entry: kernels of which a step calls one (the split sweeps have serial twins chosen by work size)
+    groups = [
+        *((getattr(cells, n, None),) for n in ("step_cells", "recruit", "compact", "count_of")),
+        (getattr(exchange, "fill_exchange", None),),
+        (getattr(fields, "react_sweep_x", None), getattr(fields, "react_sweep_x_serial", None)),
+        (getattr(fields, "sweep_strided", None), getattr(fields, "sweep_strided_serial", None)),
+        (getattr(coupled, "solve", None),),
+        (getattr(observe, "tumour_geometry", None),),
+        (getattr(observe, "field_stats", None),),
+    ]
+    for group in groups:
+        kernels = [d for d in group if d is not None and hasattr(d, "signatures")]
+        if not kernels or any(d.signatures for d in kernels):
+            continue  # renamed, or one of them already compiled here
+        try:
+            # Numba's cache index: {} when absent or stale
+            if not any(d._cache._cache_file._load_index() for d in kernels):
                 return True
+        except Exception:  # noqa: BLE001 - Numba internals moved: say it may compile rather than nothing
+            return True
     return False
 
 
