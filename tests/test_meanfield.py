@@ -139,6 +139,107 @@ def test_kill_classes_exhaust_effectors_after_max_kills():
     assert 30.0 <= without.tumour[-1] - with_ctl.tumour[-1] <= 30.0 * growth
 
 
+# ------------------------------------------------------------------------- the IFN-alpha and drug terms (model.md 7.11)
+def test_ifn_and_drug_terms_follow_the_parameter_tree():
+    """Each 7.11 mechanism enters the ODE as the kernel applies it, and its switch (strength 0) removes it."""
+    p = abm.Params.from_overrides(
+        None,
+        ["tumour.ifn_lysis_gain=3", "ctl.ifn_cd25_suppression=2", "nk.ifn_lak_suppression=4", "nk.lak_exposure_h=50"],
+    )
+    mf = MeanField(p, n_vessels=0)
+    n, a = p.nk, p.lak
+    act = n.baseline_activation  # no IL-2, no IFN-alpha
+    assert mf.nk_hazard(0.3, 0.0, 0.0, sens=0.5) == pytest.approx(-np.log(1 - n.kill_prob * 0.7 * act * 2.5) / 10.0)
+    assert mf.lak_hazard(1.0) == pytest.approx(-np.log(1 - min(1.0, a.kill_prob * 4.0)) / 10.0)
+    ifn = p.ctl.ifn_cd25_half_pM  # half of the CD25 suppression
+    assert mf.ctl_il2_half_pM(ifn) == pytest.approx(p.ctl.il2_prolif_half_pM * (1 + 2 * 0.5))
+    k = n.ifn_lak_suppression_half_pM
+    assert mf.lak_conversion(2 * n.lak_threshold_pM, k) == pytest.approx(1 / (50 * 60.0) / (1 + 4 * 0.5))
+    assert mf.lak_conversion(0.5 * n.lak_threshold_pM, k) == 0.0
+    off = MeanField(
+        abm.Params.from_overrides(
+            None, ["tumour.ifn_lysis_gain=0", "ctl.ifn_cd25_suppression=0", "nk.ifn_lak_suppression=0"]
+        ),
+        n_vessels=0,
+    )
+    assert off.nk_hazard(0.3, 0.0, 0.0, sens=1.0) == pytest.approx(off.nk_hazard(0.3, 0.0, 0.0))
+    assert off.ctl_il2_half_pM(100.0) == p.ctl.il2_prolif_half_pM
+
+    # sensitisation relaxes toward F / (F + K_S) with tau_S; the drug kills the activated (cycling) CTL
+    sp = mf.species
+    conc = np.zeros(len(sp))
+    conc[sp.index("ifna")] = p.tumour.ifn_sensitisation_half_pM
+    y = mf.initial(tumour=500, ctl=50, conc=conc)
+    dy = mf.rhs(0.0, y)
+    tau_min = p.tumour.ifn_sensitisation_time_h * 60.0
+    assert dy[mf.layout.sens] == pytest.approx(0.5 / tau_min, rel=1e-9)
+    conc[sp.index("drug")] = 20.0  # uM
+    dy_drug = mf.rhs(0.0, mf.initial(tumour=500, ctl=50, conc=conc))
+    eps = mf.binding_rate(K.CTL, 500)
+    hz = mf.ctl_hazard(p.patient.mhc_baseline)
+    b = eps / (eps + hz)
+    activated = b + (1 - b) * -np.expm1(-eps * p.ctl.secretion_window_h * 60.0)
+    ctl = mf.layout.ctl
+    lost = dy[ctl].sum() - dy_drug[ctl].sum()
+    assert lost == pytest.approx(p.ctl.drug_kill_per_uM_per_min * 20.0 * activated * 50, rel=1e-9)
+    no_tox = MeanField(abm.Params.from_overrides(None, ["ctl.drug_kill_per_uM_per_min=0"]), n_vessels=0)
+    y = no_tox.initial(tumour=500, ctl=50, conc=conc)
+    conc0 = conc.copy()
+    conc0[sp.index("drug")] = 0.0
+    y0 = no_tox.initial(tumour=500, ctl=50, conc=conc0)
+    assert no_tox.rhs(0.0, y)[ctl].sum() == pytest.approx(no_tox.rhs(0.0, y0)[ctl].sum())
+
+
+# NK killing scattered tumour cells that IFN-alpha sensitised before the run (S = 1 at t = 0, no IFN-alpha after,
+# so S decays with tau_S = 24 h in both models). Exhaustion is lifted so the kills measure the hazard, and the gain
+# is raised to 4 so that the sensitisation roughly doubles the kills over 5 days.
+SENSITISED = [
+    "init.ctl_cells=0",
+    "init.nk_cells=20",
+    "nk.speed_um_per_min=100",
+    "nk.max_kills=1000",
+    "tumour.ifn_lysis_gain=4",
+]
+
+
+@functools.cache
+def sensitised_ensemble() -> tuple[np.ndarray, np.ndarray]:
+    """Mean tumour count per day over SEEDS (lattice) and the initial ODE state."""
+    runs = []
+    for seed in SEEDS:
+        m = abm.Model(sets=SCATTERED + SENSITISED, seed=seed)
+        s = m.state
+        free = np.flatnonzero(s.occupancy == K.FREE)
+        for site in np.random.default_rng(seed).choice(free, size=N_TUMOUR, replace=False):
+            K.spawn(s.cells, s.occupancy, int(site), K.TUMOUR, m.params.patient.mhc_baseline)
+        n = int(s.cells.n[0])
+        tum = np.asarray(s.cells.ctype[:n]) == K.TUMOUR
+        s.cells.sensitisation[:n][tum] = 1.0
+        if seed == SEEDS[0]:
+            y0 = MeanField(m.params, n_vessels=0).initial_from_state(s)
+        counts = [K.count_of(s.cells, K.TUMOUR)]
+        for _ in range(DAYS):
+            m.advance(m.steps_for_days(1))
+            counts.append(K.count_of(s.cells, K.TUMOUR))
+        runs.append(counts)
+    return np.array(runs, dtype=float).mean(axis=0), y0
+
+
+def test_lattice_approaches_the_ode_with_ifn_sensitisation():
+    """The ODE that carries the mean sensitisation matches the lattice (same tolerance as above); the ODE without it
+    (S held at 0) predicts about half the kills and is rejected."""
+    mean, y0 = sensitised_ensemble()
+    assert y0[-1] == pytest.approx(1.0)  # the ODE starts from the lattice's sensitised cells
+    p = abm.Params.from_overrides(None, SCATTERED + SENSITISED)
+    ode = MeanField(p, n_vessels=0).solve(y0, DAYS, t_eval_day=np.arange(DAYS + 1)).tumour
+    assert 100 < ode[0] - ode[-1] < 300
+    assert deviation(mean, ode) <= TOLERANCE, (mean, ode)
+    y_unsensitised = y0.copy()
+    y_unsensitised[-1] = 0.0
+    blind = MeanField(p, n_vessels=0).solve(y_unsensitised, DAYS, t_eval_day=np.arange(DAYS + 1)).tumour
+    assert deviation(mean, blind) > 3 * TOLERANCE, (mean, blind)
+
+
 # ----------------------------------------------------------------------------------------- Kirschner-Panetta 1998
 KP = kp.KPParams()  # c = 0: a tumour of low antigenicity
 

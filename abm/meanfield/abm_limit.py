@@ -1,7 +1,7 @@
 """The well-mixed (mean-field) limit of abm's cell rules: ODEs for the counts of each cell type, the mean MHC-I of
-the tumour cells and the mean concentration of every species, built from the same parameter tree and through the
-same conversions (:mod:`abm.rules`) as the lattice model. The equations, the closure and where it applies are in
-docs/meanfield.md; in short:
+the tumour cells, their mean IFN-alpha sensitisation to NK/LAK lysis and the mean concentration of every species,
+built from the same parameter tree and through the same conversions (:mod:`abm.rules`) as the lattice model. The
+equations, the closure and where it applies are in docs/meanfield.md; in short:
 
 * positions are uncorrelated: a given Moore neighbour of any site holds a tumour cell with probability
   rho = N_T / N_sites and is occupied with probability phi = (cells + vessels) / N_sites;
@@ -15,7 +15,12 @@ docs/meanfield.md; in short:
   exact in the mean-field, not a rate;
 * a division, a drug kill of a cycling cell and an entry at a vessel need a free neighbour: probability
   1 - phi^z;
-* fields are uniform: a cell senses the mean concentration (no autocrine or paracrine hot spots).
+* fields are uniform: a cell senses the mean concentration (no autocrine or paracrine hot spots);
+* the IFN-alpha mechanisms of docs/model.md 7.11 act on the means: NK/LAK kill x (1 + g_S S) with S the mean
+  sensitisation (relaxing toward F / (F + K_S) with tau_S), the CTL IL-2 half-proliferation constant x
+  (1 + q_CD25 F / (F + K)), LAK conversion slowed by 1 + q_LAK F / (F + K), IFN-induced chemokine secretion (the
+  exchange table's induced term), IFN help to priming (plasma, in the recruitment rates); the drug kills the
+  activated (cycling) CTL at k_drug,CTL C.
 
 Rates come from :func:`abm.rules.cell_rules` (per-step probabilities turned back into rates: rate =
 -ln(1 - p_step) / dt), :func:`abm.rules.exchange_table` (uptake and secretion) and
@@ -85,8 +90,13 @@ class Layout:
         return slice(self.lak.stop, self.lak.stop + self.n_species)
 
     @property
-    def size(self) -> int:
+    def sens(self) -> int:
+        """Mean IFN-alpha sensitisation S of the tumour cells (docs/model.md 7.11)."""
         return self.conc.stop
+
+    @property
+    def size(self) -> int:
+        return self.sens + 1
 
 
 def _classes(max_kills: int) -> int:
@@ -111,6 +121,10 @@ class MeanFieldSolution:
         return self.y[self.layout.mhc]
 
     @property
+    def sensitisation(self) -> np.ndarray:
+        return self.y[self.layout.sens]
+
+    @property
     def ctl(self) -> np.ndarray:
         return self.y[self.layout.ctl].sum(axis=0)
 
@@ -127,7 +141,8 @@ class MeanFieldSolution:
 
     def at(self, day: float) -> dict[str, float]:
         """Totals interpolated at ``day``."""
-        out = {k: float(np.interp(day, self.t_day, getattr(self, k))) for k in ("tumour", "mhc", "ctl", "nk", "lak")}
+        keys = ("tumour", "mhc", "sensitisation", "ctl", "nk", "lak")
+        out = {k: float(np.interp(day, self.t_day, getattr(self, k))) for k in keys}
         for s in self.species:
             out[s] = float(np.interp(day, self.t_day, self.conc(s)))
         return out
@@ -180,6 +195,7 @@ class MeanField:
         self.division_rate = tu.division_prob_per_step / dt  # dt / tau_div per step
         self.tumour_death_rate = _rate(tu.death_prob_per_step, dt)
         self.mhc_rate = _rate(tu.mhc_relax_per_step, dt)
+        self.sensitisation_rate = _rate(tu.sensitisation_relax_per_step, dt)
         self.ctl_death_rate = _rate(ctl.death_prob_per_step, dt)
         self.nk_death_rate = _rate(nk.death_prob_per_step, dt)
         self.lak_death_rate = _rate(lak.death_prob_per_step, dt)
@@ -212,15 +228,28 @@ class MeanField:
         a_f = ifn / (ifn + n.ifn_activation_half_pM)
         return n.baseline_activation + (1.0 - n.baseline_activation) * (1.0 - (1.0 - a_i) * (1.0 - a_f))
 
-    def nk_hazard(self, m: float, il2: float, ifn: float) -> float:
+    def nk_hazard(self, m: float, il2: float, ifn: float, sens: float = 0.0) -> float:
+        """NK kill hazard on a target of MHC-I ``m`` and IFN-alpha sensitisation ``sens``."""
         n = self.rules.nk
-        return float(
-            _hazard(n.kill_prob * (1.0 - m) * self.nk_activation(il2, ifn), n.kill_attempts_per_step, self.rules.dt_min)
-        )
+        p = min(1.0, n.kill_prob * (1.0 - m) * self.nk_activation(il2, ifn) * (1.0 + n.ifn_lysis_gain * sens))
+        return float(_hazard(p, n.kill_attempts_per_step, self.rules.dt_min))
 
-    def lak_hazard(self) -> float:
+    def lak_hazard(self, sens: float = 0.0) -> float:
         a = self.rules.lak
-        return float(_hazard(a.kill_prob, a.kill_attempts_per_step, self.rules.dt_min))
+        p = min(1.0, a.kill_prob * (1.0 + a.ifn_lysis_gain * sens))
+        return float(_hazard(p, a.kill_attempts_per_step, self.rules.dt_min))
+
+    def ctl_il2_half_pM(self, ifn: float) -> float:
+        """The CTL IL-2 half-proliferation constant, raised while IFN-alpha suppresses CD25 (docs/model.md 7.11)."""
+        c = self.rules.ctl
+        return c.il2_prolif_half_pM * (1.0 + c.ifn_cd25_suppression * ifn / (ifn + c.ifn_cd25_half_pM))
+
+    def lak_conversion(self, il2: float, ifn: float) -> float:
+        """NK -> LAK conversion rate (1/min): exposure above the IL-2 threshold accrues slower under IFN-alpha."""
+        n = self.rules.nk
+        if il2 <= n.lak_threshold_pM:
+            return 0.0
+        return self.lak_conversion_rate / (1.0 + n.ifn_lak_suppression * ifn / (ifn + n.ifn_lak_suppression_half_pM))
 
     # ------------------------------------------------------------------------------------------------ the ODE
     def rhs(self, t: float, y: np.ndarray) -> np.ndarray:
@@ -233,6 +262,7 @@ class MeanField:
         N = np.maximum(y[L.nk], 0.0)
         A = np.maximum(y[L.lak], 0.0)
         c = np.maximum(y[L.conc], 0.0)
+        S = y[L.sens]
         il2, ifn, drug = c[self.sp.il2], c[self.sp.ifna], c[self.sp.drug]
         occupied = min((T + C.sum() + N.sum() + A.sum() + self.n_vessels) / self.n_sites, 1.0)
         room = 1.0 - occupied**self.z  # P(at least one free Moore neighbour)
@@ -249,14 +279,15 @@ class MeanField:
 
         # tumour
         k_ctl, b_ctl, eps_ctl = kills(K.CTL, self.ctl_hazard(m), C, L.n_ctl, r.ctl.max_kills)
-        k_nk, _, _ = kills(K.NK, self.nk_hazard(m, il2, ifn), N, L.n_nk, r.nk.max_kills)
-        k_lak, _, _ = kills(K.LAK, self.lak_hazard(), A, L.n_lak, r.lak.max_kills)
+        k_nk, _, _ = kills(K.NK, self.nk_hazard(m, il2, ifn, S), N, L.n_nk, r.nk.max_kills)
+        k_lak, _, _ = kills(K.LAK, self.lak_hazard(S), A, L.n_lak, r.lak.max_kills)
         tu = r.tumour
         div = self.division_rate / (1.0 + ifn / tu.ifn_prolif_half_pM) * room
         drug_kill = tu.drug_kill_per_uM_per_min * drug * room
         dy[L.tumour] = (div - drug_kill - self.tumour_death_rate) * T - k_ctl.sum() - k_nk.sum() - k_lak.sum()
         m_target = tu.mhc_baseline + (1.0 - tu.mhc_baseline) * ifn / (ifn + tu.mhc_ifn_half_pM)
         dy[L.mhc] = self.mhc_rate * (m_target - m)
+        dy[L.sens] = self.sensitisation_rate * (ifn / (ifn + tu.ifn_sensitisation_half_pM) - S)
 
         # recruitment at vessels (whole-patient drivers as in the lattice model, local chemokine signal mean-field)
         plasma = np.asarray(self._plasma(t), dtype=float)
@@ -276,12 +307,13 @@ class MeanField:
         dC -= cr.aicd_rate_per_min * il2 / (il2 + cr.aicd_half_pM) * b_ctl * active
         activated = b_ctl + (1.0 - b_ctl) * -np.expm1(-eps_ctl * cr.secretion_window_min)
         gate = activated if cr.prolif_requires_activation else 1.0
-        births = self.ctl_prolif_rate * il2 / (il2 + cr.il2_prolif_half_pM) * gate * room * active.sum()
+        dC -= cr.drug_kill_per_uM_per_min * drug * gate * active  # a cycling CTL dies of the drug
+        births = self.ctl_prolif_rate * il2 / (il2 + self.ctl_il2_half_pM(ifn)) * gate * room * active.sum()
         dC[0] += births + ctl_day * entry
         dy[L.ctl] = dC
 
         # NK: kills up a class; conversion to LAK above the IL-2 threshold (closure: at rate 1 / T_LAK)
-        conv = self.lak_conversion_rate if il2 > r.nk.lak_threshold_pM else 0.0
+        conv = self.lak_conversion(il2, ifn)
         dN = -(self.nk_death_rate + conv) * N - k_nk
         dN[1:] += k_nk[:-1]
         if L.n_nk == 1:
@@ -334,9 +366,10 @@ class MeanField:
         lak: float = 0.0,
         mhc: float | None = None,
         conc: np.ndarray | None = None,
+        sensitisation: float = 0.0,
     ) -> np.ndarray:
         """A state vector: counts (all effectors with no kills yet), MHC-I (default ``patient.mhc_baseline``),
-        mean concentrations (default zero)."""
+        mean concentrations (default zero), mean IFN-alpha sensitisation (default zero)."""
         L = self.layout
         y = np.zeros(L.size)
         y[L.tumour] = tumour
@@ -346,11 +379,12 @@ class MeanField:
         y[L.lak.start] = lak
         if conc is not None:
             y[L.conc] = conc
+        y[L.sens] = sensitisation
         return y
 
     def initial_from_state(self, state) -> np.ndarray:
-        """The state vector of a lattice :class:`abm.state.SimState` (counts by type and kills made, mean MHC-I,
-        mean concentrations)."""
+        """The state vector of a lattice :class:`abm.state.SimState` (counts by type and kills made, mean MHC-I and
+        sensitisation of the tumour cells, mean concentrations)."""
         L = self.layout
         c = state.cells
         n = int(c.n[0])
@@ -360,6 +394,7 @@ class MeanField:
         tum = kind == K.TUMOUR
         y[L.tumour] = tum.sum()
         y[L.mhc] = float(np.asarray(c.mhc[:n])[tum].mean()) if tum.any() else self.p.patient.mhc_baseline
+        y[L.sens] = float(np.asarray(c.sensitisation[:n])[tum].mean()) if tum.any() else 0.0
         for kind_code, sl, ncl in ((K.CTL, L.ctl, L.n_ctl), (K.NK, L.nk, L.n_nk), (K.LAK, L.lak, L.n_lak)):
             k = kills[kind == kind_code]
             cls = np.minimum(k, ncl - 1) if ncl > 1 else np.zeros_like(k)
