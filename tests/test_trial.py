@@ -117,6 +117,31 @@ def test_errors_name_the_file_and_the_key(tmp_path):
         TrialSpec.load(p)
 
 
+def test_set_on_the_command_line_appends_to_the_trial_sets(tmp_path, capsys):
+    """`abm trial/calibrate --set KEY=VALUE` overrides every arm after the file's (and [quick]'s) sets, and a bad
+    value is refused before any work (exit 2, the key and its range named, nothing written)."""
+    import argparse
+
+    from abm.cli import main
+    from abm.trial.cli import _argv, _load
+
+    p = tiny_trial(tmp_path, sets=["lattice.nx=30"])
+    args = argparse.Namespace(
+        command="trial", trial=str(p), out="o", quick=False, set=["lattice.nx=34", "lattice.ny=31"]
+    )
+    spec = _load(args, {"trial.patients": 3})
+    assert spec.doc.trial.sets == ["lattice.nx=30", "lattice.nx=34", "lattice.ny=31"]
+    assert spec.doc.trial.patients == 3
+    sc = spec.scenario(spec.arms[0])
+    assert (sc.params.lattice.nx, sc.params.lattice.ny) == (34, 31)  # the last override wins
+    assert _argv(args)[-4:] == ["--set", "lattice.nx=34", "--set", "lattice.ny=31"]
+    out = tmp_path / "never"
+    assert main(["trial", str(p), "--out", str(out), "--set", "lattice.nx=-3"]) == 2
+    err = capsys.readouterr().err
+    assert "key 'lattice.nx': value out of range (got -3)" in err and "[1, 4096]" in err
+    assert not out.exists()
+
+
 def test_cohort_changes_in_the_trial_file_and_errors_in_the_cohort(tmp_path):
     p = tiny_trial(tmp_path, extra='\n[cohort.parameters."patient.antigenicity"]\ncv = 1.5\n')
     s = TrialSpec.load(p)

@@ -15,6 +15,13 @@ def _executors(p) -> None:
     p.add_argument("--resume", action="store_true", help="finish an interrupted run in DIR (failed patients too)")
     p.add_argument("--quick", action="store_true", help="the trial's [quick] size (a pipeline check in minutes)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a parameter of every arm, appended to trial.sets (repeatable), e.g. lattice.nx=150",
+    )
 
 
 def register(sub) -> None:
@@ -65,16 +72,28 @@ def _argv(args) -> list[str]:
         if v is not None:
             out += [f"--{opt.replace('_', '-')}", str(v)]
     out += [f"--{f}" for f in ("quick", "resume") if getattr(args, f, False)]
+    for s in getattr(args, "set", None) or []:
+        out += ["--set", s]
     return out
+
+
+def _load(args, values: dict | None):
+    """The trial, with ``--set`` overrides appended to its ``trial.sets`` (after any ``[quick]`` ones)."""
+    from abm.trial.spec import TrialSpec
+
+    spec = TrialSpec.load(args.trial, quick=args.quick, values=values)
+    if not args.set:
+        return spec
+    sets = [*spec.doc.trial.sets, *args.set]
+    return TrialSpec.load(args.trial, quick=args.quick, values={**(values or {}), "trial.sets": sets})
 
 
 def cmd_trial(args) -> int:
     from abm.trial.runner import run_trial
-    from abm.trial.spec import TrialSpec
 
     _check(args)
     values = {"trial.patients": args.patients} if args.patients is not None else None
-    spec = TrialSpec.load(args.trial, quick=args.quick, values=values)
+    spec = _load(args, values)
     res = run_trial(
         spec,
         args.out,
@@ -95,11 +114,10 @@ def cmd_trial(args) -> int:
 
 def cmd_calibrate(args) -> int:
     from abm.trial.calibrate import calibrate, command_line
-    from abm.trial.spec import TrialSpec
 
     _check(args)
     values = {"calibration.pool": args.pool} if args.pool is not None else None
-    spec = TrialSpec.load(args.trial, quick=args.quick, values=values)
+    spec = _load(args, values)
     fit = calibrate(
         spec,
         args.out,
