@@ -140,6 +140,9 @@ def test_set_on_the_command_line_appends_to_the_trial_sets(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "key 'lattice.nx': value out of range (got -3)" in err and "[1, 4096]" in err
     assert not out.exists()
+    # --cohort: another cohort file (relative to the working directory), refused by name when missing
+    assert main(["trial", str(p), "--out", str(out), "--cohort", str(tmp_path / "nope.toml")]) == 2
+    assert "key 'trial.cohort'" in capsys.readouterr().err and not out.exists()
 
 
 def test_cohort_changes_in_the_trial_file_and_errors_in_the_cohort(tmp_path):

@@ -34,6 +34,12 @@ def register(sub) -> None:
     p.add_argument("trial", help="trial definition (TOML), e.g. scenarios/trials/atkins1999_hd_il2.toml")
     p.add_argument("--out", "-o", required=True, metavar="DIR", help="output directory")
     p.add_argument("--patients", type=int, metavar="N", help="patients per arm (default: the trial's)")
+    p.add_argument(
+        "--cohort",
+        metavar="TOML",
+        help="the cohort to draw patients from instead of the trial's trial.cohort, e.g. a fitted cohort written "
+        "by abm calibrate (a path, or a shipped name under scenarios/trials/cohorts)",
+    )
     _executors(p)
     p.set_defaults(func=cmd_trial)
 
@@ -67,7 +73,7 @@ def _check(args) -> None:
 def _argv(args) -> list[str]:
     """The command line that reproduces ``args`` (recorded in the fitted cohort)."""
     out = [args.command, args.trial, "--out", args.out]
-    for opt in ("workers", "dask_local", "scheduler", "pool", "patients", "cohort_out"):
+    for opt in ("workers", "dask_local", "scheduler", "pool", "patients", "cohort", "cohort_out"):
         v = getattr(args, opt, None)
         if v is not None:
             out += [f"--{opt.replace('_', '-')}", str(v)]
@@ -92,8 +98,15 @@ def cmd_trial(args) -> int:
     from abm.trial.runner import run_trial
 
     _check(args)
-    values = {"trial.patients": args.patients} if args.patients is not None else None
-    spec = _load(args, values)
+    values: dict = {}
+    if args.patients is not None:
+        values["trial.patients"] = args.patients
+    if args.cohort is not None:
+        from pathlib import Path
+
+        p = Path(args.cohort)  # a path from the command line is relative to the working directory
+        values["trial.cohort"] = str(p.resolve()) if p.exists() else args.cohort
+    spec = _load(args, values or None)
     res = run_trial(
         spec,
         args.out,
