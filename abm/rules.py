@@ -3,6 +3,7 @@ tables and the species rows. No kernel holds a biological number; every one arri
 
 from __future__ import annotations
 
+import math
 from collections import namedtuple
 
 import numpy as np
@@ -102,7 +103,7 @@ CellRules.__doc__ = """Everything the cell step needs: the agent step (min), the
 
 def _p(rate_per_min: float, dt: float) -> float:
     """Probability of at least one event of a Poisson process in one step."""
-    return float(-np.expm1(-rate_per_min * dt))
+    return -math.expm1(-rate_per_min * dt)  # math, not numpy: the same bits on every CPU (abm.portable)
 
 
 def species_index(p: Params) -> SpeciesIndex:

@@ -5,6 +5,7 @@ import math
 import numba
 import numpy as np
 
+from abm import portable as pm
 from abm.kernels.cells import TUMOUR
 from abm.kernels.config import JIT
 from abm.kernels.geometry import offset_site, site_coords
@@ -16,13 +17,13 @@ def caliper_directions(ndim: int, n: int = 0) -> np.ndarray:
     if ndim == 2:
         n = n or 90
         a = np.pi * np.arange(n) / n
-        return np.stack([np.cos(a), np.sin(a), np.zeros(n)], axis=1)
+        return np.stack([pm.cos(a), pm.sin(a), np.zeros(n)], axis=1)
     n = n or 200
     k = np.arange(2 * n) + 0.5
     zc = 1 - k / n  # (-1, 1)
     phi = np.pi * (1 + 5**0.5) * k
     r = np.sqrt(1 - zc**2)
-    d = np.stack([r * np.cos(phi), r * np.sin(phi), zc], axis=1)
+    d = np.stack([r * pm.cos(phi), r * pm.sin(phi), zc], axis=1)
     return np.ascontiguousarray(d[d[:, 2] >= 0])
 
 

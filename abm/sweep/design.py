@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from abm import portable as pm
 from abm.params import ParameterError, read_toml
 
 DESIGNS = ("grid", "lhs", "sobol", "morris")
@@ -91,7 +92,7 @@ class ParamSpec:
         """Map samples in [0, 1] onto the range (uniform in log space when ``scale = "log"``)."""
         lo, hi = self.bounds()
         if self.scale == "log":
-            return np.exp(np.log(lo) + u * (np.log(hi) - np.log(lo)))
+            return pm.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
         return lo + u * (hi - lo)
 
 

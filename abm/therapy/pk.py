@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from abm import portable as pm
 from abm.errors import ParameterError
 from abm.units import AVOGADRO, CONC_UNITS_PER_MOLAR
 
@@ -208,7 +209,7 @@ class Disposition:
 
     def __call__(self, t_min: np.ndarray | float) -> np.ndarray | float:
         t = np.asarray(t_min, dtype=float)
-        out = sum(c * np.exp(-r * t) for c, r in zip(self.coef_per_l, self.rate_per_min, strict=True))
+        out = sum(c * pm.exp(-r * t) for c, r in zip(self.coef_per_l, self.rate_per_min, strict=True))
         return np.where(t >= 0, out, 0.0)
 
     def auc_per_unit_amount(self) -> float:
@@ -267,7 +268,7 @@ class Terms:
         tt = t[..., None]
         on = (tt >= self.start) & (tt < self.end)
         x = np.where(on, -self.rate * (tt - self.ref), -np.inf)
-        out = np.sum(np.where(on, self.amp * np.exp(x), 0.0), axis=-1)
+        out = np.sum(np.where(on, self.amp * pm.exp(x), 0.0), axis=-1)
         return float(out) if out.ndim == 0 else out
 
     def integral(self, t0: float, t1: float) -> float:
@@ -284,8 +285,8 @@ class Terms:
         pos = rate > 0
         out = np.where(pos, 0.0, amp * width)
         r = np.where(pos, rate, 1.0)
-        decayed = amp * np.exp(-r * (a - ref))
-        out = out + np.where(pos, decayed * -np.expm1(-r * width) / r, 0.0)
+        decayed = amp * pm.exp(-r * (a - ref))
+        out = out + np.where(pos, decayed * -pm.expm1(-r * width) / r, 0.0)
         return float(np.sum(out))
 
     def average(self, t0: float, t1: float) -> float:
@@ -354,7 +355,7 @@ def dose_terms(
     rate_in = amount / T
     plateau = rate_in * c / lam  # level each term approaches during the input
     t_end = np.full(n, float(t_dose_min) + T)
-    after = plateau * -np.expm1(-lam * T)
+    after = plateau * -pm.expm1(-lam * T)
     return Terms(
         np.concatenate([plateau, -plateau, after]),
         np.concatenate([np.zeros(n), lam, lam]),

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from abm import portable as pm
+
 if TYPE_CHECKING:  # pragma: no cover
     from abm.params import ToxicityParams
     from abm.therapy.pk import Terms
@@ -64,9 +66,9 @@ def advance_toxicity(
     half = (hi - lo) / 2.0
     nodes = (lo + hi)[:, None] / 2.0 + half[:, None] * _GL_X[None, :]
     drive = toxicity_drive_per_min(il2.value(nodes.ravel()), tox).reshape(nodes.shape)
-    weight = np.exp(-(hi[:, None] - nodes) / tau) * _GL_W[None, :] * half[:, None]
+    weight = pm.exp(-(hi[:, None] - nodes) / tau) * _GL_W[None, :] * half[:, None]
     gain = np.sum(drive * weight, axis=1)
-    decay = np.exp(-(hi - lo) / tau)
+    decay = pm.exp(-(hi - lo) / tau)
     t_cross = t0 if threshold is not None and s >= threshold else None
     for i in range(len(lo)):
         s = s * decay[i] + gain[i]

@@ -55,6 +55,7 @@ import numpy as np
 from pydantic import Field, model_validator
 from scipy import special, stats
 
+from abm import portable as pm
 from abm.errors import ParameterError
 from abm.params.core import Group, Layer, P, build, read_toml
 
@@ -137,7 +138,7 @@ class ParamDist(Group):
     def _to_y(self, x: np.ndarray) -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore"):
             if self.dist == "lognormal":
-                return np.log(x)
+                return pm.log(x)
             if self.dist == "logitnormal":
                 a, b = self.support
                 return special.logit(np.clip((x - a) / (b - a), 0.0, 1.0))
@@ -145,7 +146,7 @@ class ParamDist(Group):
 
     def _from_y(self, y: np.ndarray) -> np.ndarray:
         if self.dist == "lognormal":
-            return np.exp(y)
+            return pm.exp(y)
         if self.dist == "logitnormal":
             a, b = self.support
             return a + (b - a) * special.expit(y)
@@ -208,7 +209,7 @@ class ParamDist(Group):
             elif self.dist == "logitnormal":
                 a, b = self.support
                 s_ = (x - a) / (b - a)
-                out = out - np.log((b - a) * s_ * (1 - s_))
+                out = out - pm.log((b - a) * s_ * (1 - s_))
         return np.where(inside & np.isfinite(out), out, -np.inf)
 
     def centre(self) -> float:
@@ -277,7 +278,7 @@ class CohortSpec(Group):
                 raise ValueError(f"correlations.{i}: a fixed parameter cannot be correlated")
         if self.correlations:
             try:
-                np.linalg.cholesky(self.correlation_matrix())
+                pm.cholesky(self.correlation_matrix())
             except np.linalg.LinAlgError:
                 raise ValueError("the correlations do not form a positive-definite matrix") from None
         return self
@@ -420,7 +421,7 @@ def draw(cohort: CohortSpec, n: int, seed: int, start: int = 0) -> list[Patient]
         return [Patient(i, patient_seed(seed, i), {}) for i in idx]
     z = normal_scores(keys, seed, idx)
     if cohort.correlations:
-        z = z @ np.linalg.cholesky(cohort.correlation_matrix()).T
+        z = pm.matmul_t(z, pm.cholesky(cohort.correlation_matrix()))
     u = np.clip(stats.norm.cdf(z), 1e-15, 1 - 1e-15)
     raw = {k: cohort.parameters[k].ppf(u[:, j]) for j, k in enumerate(keys)}
     out = []
