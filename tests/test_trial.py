@@ -501,14 +501,10 @@ def test_shipped_trial_quick_with_two_workers_and_analyze(name, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ calibration
-CAL_TRIAL = str(ROOT / "tests" / "data" / "trial_antigenicity_calibration.toml")
-"""The method tests fit a two-parameter antigenicity cohort (median, CV) to made-up pools."""
-
-
 def _synthetic(theta=(0.8, 0.8), n_clinic=20000, n_pool=3000, seed=4):
     """A pool whose outcome is a known function of antigenicity (CR above 3, PR in (1.5, 3]) and clinic counts
     from a known cohort (lognormal median, CV = theta)."""
-    s = TrialSpec.load(CAL_TRIAL, quick=True)
+    s = TrialSpec.load("atkins1999_hd_il2", quick=True)
     base = s.cohort.parameters["patient.antigenicity"]
     cal = s.doc.calibration
     prop = cal.proposal["patient.antigenicity"]
@@ -548,7 +544,7 @@ def test_reweighting_recovers_a_known_cohort():
 def test_fit_pool_intervals_cover_the_truth(monkeypatch):
     s, base, cal, pool, targets, _ = _synthetic(n_clinic=400)
     monkeypatch.setattr(calibrate, "targets_of", lambda spec: targets)
-    spec = TrialSpec.load(CAL_TRIAL, quick=True, values={"calibration.bootstrap": 40})
+    spec = TrialSpec.load("atkins1999_hd_il2", quick=True, values={"calibration.bootstrap": 40})
     fit = calibrate.fit_pool(spec, pool)
     lo, hi = fit["theta_ci"]["patient.antigenicity:median"]
     assert lo < 0.8 < hi and lo < fit["theta"]["patient.antigenicity:median"] < hi
@@ -556,7 +552,7 @@ def test_fit_pool_intervals_cover_the_truth(monkeypatch):
 
 
 def test_the_fitted_cohort_is_a_cohort_a_trial_can_use(tmp_path):
-    s = TrialSpec.load(CAL_TRIAL, quick=True)
+    s = TrialSpec.load("atkins1999_hd_il2", quick=True)
     c = calibrate.fitted_cohort(
         s,
         {"patient.antigenicity:median": 0.4, "patient.antigenicity:cv": 1.1},
@@ -571,7 +567,7 @@ def test_the_fitted_cohort_is_a_cohort_a_trial_can_use(tmp_path):
 
 
 def test_a_proposal_that_does_not_cover_the_cohort_is_refused():
-    s = TrialSpec.load(CAL_TRIAL, quick=True)
+    s = TrialSpec.load("atkins1999_hd_il2", quick=True)
     narrow = ParamDist(dist="lognormal", median=1.0, cv=0.5, low=0.5, high=2.0, source="x")
     s.doc.calibration.proposal["patient.antigenicity"] = narrow
     with pytest.raises(ParameterError, match="must cover the cohort"):
@@ -579,7 +575,7 @@ def test_a_proposal_that_does_not_cover_the_cohort_is_refused():
 
 
 def test_pool_spec_is_the_calibration_arm_with_the_proposal():
-    s = TrialSpec.load(CAL_TRIAL, quick=True)
+    s = TrialSpec.load("atkins1999_hd_il2", quick=True)
     p = calibrate.pool_spec(s)
     cal = s.doc.calibration
     assert [a.name for a in p.arms] == ["hd_il2"] and p.doc.trial.patients == cal.pool
@@ -602,7 +598,9 @@ def test_calibrate_end_to_end_on_a_made_up_pool(tmp_path):
     """The whole of abm calibrate (pool run into its store, read back, ML fit, bootstrap, fitted cohort TOML,
     report and figure) on 300 made-up patients: the fitted cohort reproduces the clinic's CR and PR rates, its
     interval holds the estimate, and the fitted TOML is a cohort a trial loads. Says nothing of the model."""
-    spec = TrialSpec.load(CAL_TRIAL, quick=True, values={"calibration.pool": 300, "calibration.bootstrap": 10})
+    spec = TrialSpec.load(
+        "atkins1999_hd_il2", quick=True, values={"calibration.pool": 300, "calibration.bootstrap": 10}
+    )
     out = tmp_path / "cal"
     fit = calibrate.calibrate(spec, out, workers=0, progress=False, run_fn=threshold_patient, command="abm test")
     assert fit["pool_n"] == 300
@@ -634,6 +632,6 @@ def test_calibrate_quick_end_to_end(tmp_path):
     )
     assert r.returncode == 0, r.stderr + r.stdout
     fit = json.loads((out / "calibration.json").read_text())
-    assert set(fit["theta"]) == {"patient.vessel_fraction:median"}
+    assert set(fit["theta"]) == {"patient.antigenicity:median", "patient.antigenicity:cv"}
     assert (out / "calibration.png").stat().st_size > 0 and "pipeline check" in (out / "calibration.md").read_text()
     TrialSpec.load(path, quick=True, values={"trial.cohort": str(out / "fitted_cohort.toml")})
