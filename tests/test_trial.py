@@ -619,6 +619,43 @@ def test_calibrate_end_to_end_on_a_made_up_pool(tmp_path):
         calibrate.calibrate(spec, out, workers=0, progress=False, run_fn=threshold_patient)
 
 
+def test_fit_checks_flag_an_estimate_on_a_bound_and_rates_outside_the_clinic():
+    """The Atkins calibration of docs/validation.md: antigenicity median 0.025, CV 0.15, fitted ORR = CR = 7.2%
+    against the clinic's 37/255 and 17/255. The ORR lies outside the clinic's exact interval (10.4-19.4%) and is
+    flagged; the CR (3.9-10.5%) is not. A median on its lower bound is flagged; a fit inside is not."""
+    s = TrialSpec.load("atkins1999_hd_il2", quick=True)
+    fit = {
+        "theta": {"patient.antigenicity:median": 0.025, "patient.antigenicity:cv": 0.15},
+        "targets": {"multinomial": [(17, 20, 255)], "binomial": []},
+        "rates": {"cr_rate": 0.0723, "orr": 0.0723, "pr_rate": 0.0, "dlt_rate": 0.0},
+    }
+    w = calibrate.fit_checks(s, fit)
+    assert len(w) == 1 and "ORR is 7.2%, outside the clinic's 37/255" in w[0]
+    fit["theta"]["patient.antigenicity:median"] = 0.02  # the fit's lower bound
+    assert any("on the lower bound of its fit (0.02)" in x for x in calibrate.fit_checks(s, fit))
+    good = fit | {
+        "theta": {"patient.antigenicity:median": 0.4, "patient.antigenicity:cv": 1.1},
+        "rates": {"cr_rate": 0.07, "orr": 0.15, "pr_rate": 0.08, "dlt_rate": 0.0},
+    }
+    assert calibrate.fit_checks(s, good) == []
+
+
+def test_calibrate_warns_when_no_cohort_reproduces_the_trial(tmp_path, capsys):
+    """Every made-up pool patient is a CR whatever its antigenicity (as the model nearly is under high-dose IL-2):
+    no reweighting gives the clinic's CR rate, and abm calibrate says so."""
+
+    def everyone_cr(task):
+        out = fake_patient(task)
+        out["summary"] |= {"best_response": "CR", "responder": True, "dose_limiting_toxicity": False}
+        return out
+
+    spec = TrialSpec.load("atkins1999_hd_il2", quick=True, values={"calibration.pool": 60, "calibration.bootstrap": 5})
+    fit = calibrate.calibrate(spec, tmp_path / "cal", workers=0, progress=False, run_fn=everyone_cr)
+    assert fit["rates"]["cr_rate"] == pytest.approx(1.0)
+    assert any("the fit does not reproduce the trial" in w for w in fit["warnings"])
+    assert "the fit does not reproduce the trial" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_calibrate_quick_end_to_end(tmp_path):
     out = tmp_path / "cal"

@@ -318,6 +318,35 @@ def fit_pool(spec: TrialSpec, pool: Pool) -> dict[str, Any]:
     return out
 
 
+def fit_checks(spec: TrialSpec, fit: dict[str, Any]) -> list[str]:
+    """Warnings about a fit that does not do its job: an estimate on a bound of its box (the clinic's figures lie
+    beyond what the parameter gives there), and fitted rates outside the clinic's exact 95% interval."""
+    from scipy import stats
+
+    out = []
+    for fp in _cal(spec).parameters:
+        v = fit["theta"][fp.name]
+        for side, b in (("lower", fp.low), ("upper", fp.high)):
+            if abs(v - b) <= 1e-6 * max(1.0, abs(b)):
+                out.append(
+                    f"{fp.name} = {v:.4g} is on the {side} bound of its fit ({b:g}): the clinic's figures lie beyond "
+                    "what this parameter can give inside its box"
+                )
+    t = fit["targets"]
+    checks = [("cr_rate", cr, n) for cr, _, n in t["multinomial"]]
+    checks += [("orr", cr + pr, n) for cr, pr, n in t["multinomial"]]
+    checks += [(e, k, n) for e, k, n in t["binomial"]]
+    for e, k, n in checks:
+        lo, hi = stats.binomtest(int(k), int(n)).proportion_ci(confidence_level=CONF, method="exact")
+        got = fit["rates"][e]
+        if not lo <= got <= hi:
+            out.append(
+                f"the fitted cohort's {ENDPOINT_LABELS[e]} is {100 * got:.1f}%, outside the clinic's {k}/{n} "
+                f"({100 * lo:.1f}-{100 * hi:.1f}%): the fit does not reproduce the trial"
+            )
+    return out
+
+
 def fitted_cohort(spec: TrialSpec, theta: dict[str, float], record: dict[str, Any]) -> CohortSpec:
     cal = _cal(spec)
     data = spec.cohort.model_dump()
@@ -393,6 +422,7 @@ def calibrate(
                 f"{name}: {100 * frac:.0f}% of the bootstrap refits sit at a bound of the fit: the data do "
                 "not bound it there (its interval is open at that end)"
             )
+    warnings += fit_checks(spec, fit)
     if res.n_failed:
         warnings.append(f"{res.n_failed} pool patients failed and were left out")
     if len(pool.cr) < 100:
