@@ -103,7 +103,7 @@ CellRules.__doc__ = """Everything the cell step needs: the agent step (min), the
 
 def _p(rate_per_min: float, dt: float) -> float:
     """Probability of at least one event of a Poisson process in one step."""
-    return -math.expm1(-rate_per_min * dt)  # math, not numpy: the same bits on every CPU (abm.portable)
+    return -math.expm1(-rate_per_min * dt)  # math, not numpy: the same bits on every CPU (abm.kernels.portable)
 
 
 def species_index(p: Params) -> SpeciesIndex:

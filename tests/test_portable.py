@@ -1,10 +1,10 @@
-"""The same seed gives the same trajectory on every CPU (abm.portable): numpy's CPU-dispatched SIMD loops must not
-reach a simulation's state.
+"""The same seed gives the same trajectory on every CPU (abm.kernels.portable): numpy's CPU-dispatched SIMD loops must
+not reach a simulation's state.
 
 On an AVX-512 machine numpy's float64 exp/log differ from the C library in the last bit for about 5% of arguments;
-before abm.portable, all nine treated golden cases took another path there than on an AVX2 machine. The subprocess
-test below runs a treated case with numpy's dispatched loops on and off (NPY_DISABLE_CPU_FEATURES) and compares the
-fingerprints; on a CPU with nothing to dispatch beyond numpy's baseline both runs use the same loops.
+before abm.kernels.portable, all nine treated golden cases took another path there than on an AVX2 machine. The
+subprocess test below runs a treated case with numpy's dispatched loops on and off (NPY_DISABLE_CPU_FEATURES) and
+compares the fingerprints; on a CPU with nothing to dispatch beyond numpy's baseline both runs use the same loops.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from abm import portable as pm
+from abm.kernels import portable as pm
 
 ROOT = Path(__file__).resolve().parents[1]
 

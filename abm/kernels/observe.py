@@ -5,17 +5,10 @@ import math
 import numba
 import numpy as np
 
+from abm.kernels import portable as pm
 from abm.kernels.cells import TUMOUR
 from abm.kernels.config import JIT
 from abm.kernels.geometry import offset_site, site_coords
-
-
-def _cos(a: np.ndarray) -> np.ndarray:
-    return np.array([math.cos(v) for v in a])  # the C library, not numpy's CPU-dispatched loop (abm/portable.py)
-
-
-def _sin(a: np.ndarray) -> np.ndarray:
-    return np.array([math.sin(v) for v in a])
 
 
 def caliper_directions(ndim: int, n: int = 0) -> np.ndarray:
@@ -24,13 +17,13 @@ def caliper_directions(ndim: int, n: int = 0) -> np.ndarray:
     if ndim == 2:
         n = n or 90
         a = np.pi * np.arange(n) / n
-        return np.stack([_cos(a), _sin(a), np.zeros(n)], axis=1)
+        return np.stack([pm.cos(a), pm.sin(a), np.zeros(n)], axis=1)
     n = n or 200
     k = np.arange(2 * n) + 0.5
     zc = 1 - k / n  # (-1, 1)
     phi = np.pi * (1 + 5**0.5) * k
     r = np.sqrt(1 - zc**2)
-    d = np.stack([r * _cos(phi), r * _sin(phi), zc], axis=1)
+    d = np.stack([r * pm.cos(phi), r * pm.sin(phi), zc], axis=1)
     return np.ascontiguousarray(d[d[:, 2] >= 0])
 
 

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from abm import portable as pm
+from abm.kernels import portable as pm
 from abm.params import ParameterError, read_toml
 
 DESIGNS = ("grid", "lhs", "sobol", "morris")

@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from abm import portable as pm
 from abm.errors import ParameterError
+from abm.kernels import portable as pm
 from abm.units import AVOGADRO, CONC_UNITS_PER_MOLAR
 
 if TYPE_CHECKING:  # pragma: no cover

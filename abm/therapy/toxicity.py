@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from abm import portable as pm
+from abm.kernels import portable as pm
 
 if TYPE_CHECKING:  # pragma: no cover
     from abm.params import ToxicityParams

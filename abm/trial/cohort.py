@@ -55,8 +55,8 @@ import numpy as np
 from pydantic import Field, model_validator
 from scipy import special, stats
 
-from abm import portable as pm
 from abm.errors import ParameterError
+from abm.kernels import portable as pm
 from abm.params.core import Group, Layer, P, build, read_toml
 
 DISTS = ("lognormal", "normal", "logitnormal", "uniform", "fixed")

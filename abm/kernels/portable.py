@@ -7,7 +7,7 @@ library that the Numba kernels call, and BLAS (``@``, ``np.linalg``) picks its k
 difference in a plasma level or a patient's drawn weight moves a random draw across its threshold, and the run then
 takes another path: the same seed gave another trajectory on an AVX-512 machine than on an AVX2 one (all nine
 treated golden cases). Everything that feeds a simulation's state (pharmacokinetics, toxicity, cohort draws, sweep
-designs; the caliper directions use ``math`` directly) computes through these functions instead; they compile to
+designs, caliper directions) computes through these functions instead; they compile to
 the C library's scalar functions (glibc on Linux), exactly as the kernels do, and their results equal numpy's on
 CPUs whose numpy uses those scalar loops (AVX2 and older).
 
