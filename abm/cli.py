@@ -12,6 +12,7 @@ import argparse
 import importlib
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -411,6 +412,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"abm {args.command}: interrupted", file=sys.stderr)
         return EXIT_FAILED
+    except BrokenPipeError:  # `abm scenarios | head`: the reader left; say nothing more (Python's own advice)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILED
     except ModuleNotFoundError as e:  # an optional dependency: say which extra brings it
         if args.debug:
             raise
@@ -435,5 +440,21 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
 
 
+def entry(argv: list[str] | None = None) -> int:
+    """The ``abm`` console script: :func:`main`, then a quiet exit.
+
+    A SIGINT that lands after ``main`` returned (the run complete, its files closed) would otherwise raise
+    KeyboardInterrupt inside the interpreter's atexit handlers and print a traceback; from here on it is ignored,
+    since there is nothing left to stop."""
+    try:
+        rc = main(argv)
+    except KeyboardInterrupt:
+        print("abm: interrupted", file=sys.stderr)
+        rc = EXIT_FAILED
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return rc
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

@@ -184,3 +184,15 @@ def test_a_missing_plugin_is_an_error(monkeypatch):
     monkeypatch.setattr(cli, "PLUGINS", (*cli.PLUGINS, "abm.no_such_plugin"))
     with pytest.raises(ModuleNotFoundError, match="abm.no_such_plugin"):
         cli.build_parser()
+
+
+def test_a_sigint_during_interpreter_shutdown_prints_no_traceback():
+    # the CI failure this guards: a signal sent as `abm run` finished landed in logging's atexit handler
+    code = (
+        "import atexit, os, signal, sys\n"
+        "atexit.register(lambda: os.kill(os.getpid(), signal.SIGINT))\n"
+        "from abm.cli import entry\n"
+        "sys.exit(entry(['scenarios']))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "Traceback" not in r.stderr and "untreated" in r.stdout, r.stderr
