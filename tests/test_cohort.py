@@ -143,6 +143,30 @@ def test_the_default_cohort_is_accepted_by_every_trial_arm():
         check_cohort(c, abm.Scenario.load(name), "default.toml")
 
 
+def test_the_shipped_fitted_cohort_is_the_default_with_the_fitted_medians():
+    """scenarios/trials/cohorts/atkins1999_fitted.toml (docs/validation.md, "Virtual trials"): the default cohort
+    with the two medians abm calibrate fitted to the Atkins trial, and the fit's record; every arm accepts it."""
+    import abm
+
+    d, f = load_cohort("default"), load_cohort("atkins1999_fitted")
+    fitted = {"patient.antigenicity": 0.0113, "patient.nk_recruitment_scale": 0.415}
+    assert set(f.keys) == set(d.keys)
+    for k in d.keys:
+        a, b = (
+            d.parameters[k].model_dump(exclude={"source", "median"}),
+            f.parameters[k].model_dump(exclude={"source", "median"}),
+        )
+        assert a == b, k
+        if k in fitted:
+            assert f.parameters[k].median == pytest.approx(fitted[k], rel=0.01)
+            assert "fitted by abm calibrate" in f.parameters[k].source
+        else:
+            assert f.parameters[k].median == d.parameters[k].median, k
+    assert f.fit["trial"] == "atkins1999_hd_il2" and f.fit["pool"] == 100
+    for name in ("high_dose_il2", "lak_il2", "il2_ci", "ifna_negrier", "il2_ifna_ci"):
+        check_cohort(f, abm.Scenario.load(name), "atkins1999_fitted.toml")
+
+
 # ------------------------------------------------------------------------------------------------ errors
 def _build(data: dict):
     return build(CohortDoc, [Layer("c.toml", {"cohort": data})], "c.toml")

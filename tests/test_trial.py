@@ -20,7 +20,7 @@ from abm.trial import analysis, calibrate
 from abm.trial.cohort import CohortSpec, ParamDist, draw
 from abm.trial.recist import RecistParams
 from abm.trial.runner import OffStudy, TrialError, VisitReporter, is_trial, run_trial, tasks
-from abm.trial.spec import TrialSpec, find_trial
+from abm.trial.spec import FitParam, TrialSpec, find_trial
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_TRIALS = ("atkins1999_hd_il2", "negrier1998", "rosenberg1993")
@@ -501,13 +501,32 @@ def test_shipped_trial_quick_with_two_workers_and_analyze(name, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ calibration
+SYNTHETIC_PROPOSAL = ParamDist(dist="lognormal", median=0.3, cv=2.0, low=0.005, high=20.0, source="test proposal")
+
+
+SYNTHETIC_FIT = [
+    FitParam(key="patient.antigenicity", field="median", low=0.02, high=5.0),
+    FitParam(key="patient.antigenicity", field="cv", low=0.1, high=3.0),
+]
+
+
+def synthetic_spec(values: dict) -> TrialSpec:
+    """The quick Atkins trial with the tests' own fit (antigenicity median and CV) and proposal."""
+    s = TrialSpec.load("atkins1999_hd_il2", quick=True, values=values)
+    s.doc.calibration.parameters = SYNTHETIC_FIT
+    s.doc.calibration.proposal = {"patient.antigenicity": SYNTHETIC_PROPOSAL}
+    return s
+
+
 def _synthetic(theta=(0.8, 0.8), n_clinic=20000, n_pool=3000, seed=4):
     """A pool whose outcome is a known function of antigenicity (CR above 3, PR in (1.5, 3]) and clinic counts
     from a known cohort (lognormal median, CV = theta)."""
     s = TrialSpec.load("atkins1999_hd_il2", quick=True)
     base = s.cohort.parameters["patient.antigenicity"]
     cal = s.doc.calibration
-    prop = cal.proposal["patient.antigenicity"]
+    cal.proposal = {"patient.antigenicity": SYNTHETIC_PROPOSAL}  # the tests' own, not the shipped one
+    cal.parameters = SYNTHETIC_FIT
+    prop = SYNTHETIC_PROPOSAL
     rng = np.random.default_rng(seed)
     x = prop.ppf(rng.random(n_pool))
     truth = calibrate._dist(base, list(cal.parameters), np.array(theta))
@@ -544,8 +563,7 @@ def test_reweighting_recovers_a_known_cohort():
 def test_fit_pool_intervals_cover_the_truth(monkeypatch):
     s, base, cal, pool, targets, _ = _synthetic(n_clinic=400)
     monkeypatch.setattr(calibrate, "targets_of", lambda spec: targets)
-    spec = TrialSpec.load("atkins1999_hd_il2", quick=True, values={"calibration.bootstrap": 40})
-    fit = calibrate.fit_pool(spec, pool)
+    fit = calibrate.fit_pool(synthetic_spec({"calibration.bootstrap": 40}), pool)
     lo, hi = fit["theta_ci"]["patient.antigenicity:median"]
     assert lo < 0.8 < hi and lo < fit["theta"]["patient.antigenicity:median"] < hi
     assert fit["rates_ci"]["orr"][0] < fit["rates"]["orr"] < fit["rates_ci"]["orr"][1]
@@ -555,14 +573,15 @@ def test_the_fitted_cohort_is_a_cohort_a_trial_can_use(tmp_path):
     s = TrialSpec.load("atkins1999_hd_il2", quick=True)
     c = calibrate.fitted_cohort(
         s,
-        {"patient.antigenicity:median": 0.4, "patient.antigenicity:cv": 1.1},
+        {"patient.antigenicity:median": 0.4, "patient.nk_recruitment_scale:median": 0.5},
         {"pool": 12, "fitted_to": "CR 17/255, ORR 37/255"},
     )
     p = tmp_path / "fitted.toml"
     p.write_text(c.to_toml())
     t = TrialSpec.load(tiny_trial(tmp_path, extra=""), values={"trial.cohort": str(p)})
     d = t.cohort.parameters["patient.antigenicity"]
-    assert (d.median, d.cv) == (0.4, 1.1) and "fitted by abm calibrate" in d.source
+    assert (d.median, d.cv) == (0.4, 0.6) and "fitted by abm calibrate" in d.source
+    assert t.cohort.parameters["patient.nk_recruitment_scale"].median == 0.5
     assert t.cohort.fit["pool"] == 12
 
 
@@ -581,6 +600,13 @@ def test_pool_spec_is_the_calibration_arm_with_the_proposal():
     assert [a.name for a in p.arms] == ["hd_il2"] and p.doc.trial.patients == cal.pool
     assert p.cohort.parameters["patient.antigenicity"] == cal.proposal["patient.antigenicity"]
     assert p.cohort.parameters["patient.mhc_baseline"] == s.cohort.parameters["patient.mhc_baseline"]
+    # the NK proposal is the cohort's own distribution (another source text): the pool draws as the cohort does
+    nk = "patient.nk_recruitment_scale"
+    assert cal.proposal[nk].source != s.cohort.parameters[nk].source
+    assert p.cohort.parameters[nk] == s.cohort.parameters[nk]
+    other = cal.proposal[nk].model_copy(update={"median": 0.5})
+    s.doc.calibration.proposal[nk] = other
+    assert calibrate.pool_spec(s).cohort.parameters[nk] == other
     assert isinstance(p.cohort, CohortSpec)
 
 
@@ -598,9 +624,7 @@ def test_calibrate_end_to_end_on_a_made_up_pool(tmp_path):
     """The whole of abm calibrate (pool run into its store, read back, ML fit, bootstrap, fitted cohort TOML,
     report and figure) on 300 made-up patients: the fitted cohort reproduces the clinic's CR and PR rates, its
     interval holds the estimate, and the fitted TOML is a cohort a trial loads. Says nothing of the model."""
-    spec = TrialSpec.load(
-        "atkins1999_hd_il2", quick=True, values={"calibration.pool": 300, "calibration.bootstrap": 10}
-    )
+    spec = synthetic_spec({"calibration.pool": 300, "calibration.bootstrap": 10})
     out = tmp_path / "cal"
     fit = calibrate.calibrate(spec, out, workers=0, progress=False, run_fn=threshold_patient, command="abm test")
     assert fit["pool_n"] == 300
@@ -620,21 +644,22 @@ def test_calibrate_end_to_end_on_a_made_up_pool(tmp_path):
 
 
 def test_fit_checks_flag_an_estimate_on_a_bound_and_rates_outside_the_clinic():
-    """The Atkins calibration of docs/validation.md: antigenicity median 0.025, CV 0.15, fitted ORR = CR = 7.2%
-    against the clinic's 37/255 and 17/255. The ORR lies outside the clinic's exact interval (10.4-19.4%) and is
-    flagged; the CR (3.9-10.5%) is not. A median on its lower bound is flagged; a fit inside is not."""
+    """The shipped Atkins calibration (docs/validation.md): antigenicity median 0.0113, NK recruitment median
+    0.415, fitted ORR = CR = 7.2% against the clinic's 37/255 and 17/255 (the model gives no PR). The ORR lies
+    outside the clinic's exact interval (10.4-19.4%) and is flagged; the CR (3.9-10.5%) is not. A median on its
+    lower bound is flagged; a fit inside is not."""
     s = TrialSpec.load("atkins1999_hd_il2", quick=True)
     fit = {
-        "theta": {"patient.antigenicity:median": 0.025, "patient.antigenicity:cv": 0.15},
+        "theta": {"patient.antigenicity:median": 0.0113, "patient.nk_recruitment_scale:median": 0.415},
         "targets": {"multinomial": [(17, 20, 255)], "binomial": []},
         "rates": {"cr_rate": 0.0723, "orr": 0.0723, "pr_rate": 0.0, "dlt_rate": 0.0},
     }
     w = calibrate.fit_checks(s, fit)
     assert len(w) == 1 and "ORR is 7.2%, outside the clinic's 37/255" in w[0]
-    fit["theta"]["patient.antigenicity:median"] = 0.02  # the fit's lower bound
-    assert any("on the lower bound of its fit (0.02)" in x for x in calibrate.fit_checks(s, fit))
+    fit["theta"]["patient.antigenicity:median"] = 0.005  # the fit's lower bound
+    assert any("on the lower bound of its fit (0.005)" in x for x in calibrate.fit_checks(s, fit))
     good = fit | {
-        "theta": {"patient.antigenicity:median": 0.4, "patient.antigenicity:cv": 1.1},
+        "theta": {"patient.antigenicity:median": 0.4, "patient.nk_recruitment_scale:median": 1.1},
         "rates": {"cr_rate": 0.07, "orr": 0.15, "pr_rate": 0.08, "dlt_rate": 0.0},
     }
     assert calibrate.fit_checks(s, good) == []
@@ -669,6 +694,6 @@ def test_calibrate_quick_end_to_end(tmp_path):
     )
     assert r.returncode == 0, r.stderr + r.stdout
     fit = json.loads((out / "calibration.json").read_text())
-    assert set(fit["theta"]) == {"patient.antigenicity:median", "patient.antigenicity:cv"}
+    assert set(fit["theta"]) == {"patient.antigenicity:median", "patient.nk_recruitment_scale:median"}
     assert (out / "calibration.png").stat().st_size > 0 and "pipeline check" in (out / "calibration.md").read_text()
     TrialSpec.load(path, quick=True, values={"trial.cohort": str(out / "fitted_cohort.toml")})

@@ -70,7 +70,8 @@ def pool_spec(spec: TrialSpec) -> TrialSpec:
                 f'{spec.source}: calibration.proposal."{fp.key}": its support [{lo_p:g}, {hi_p:g}] must cover the '
                 f"cohort's [{lo_b:g}, {hi_b:g}] (a fitted cohort cannot put patients where the pool has none)"
             )
-        params[fp.key] = prop
+        if prop.model_dump(exclude={"source"}) != base.model_dump(exclude={"source"}):
+            params[fp.key] = prop  # (a proposal that is the cohort's own distribution leaves the pool's draws alone)
     cohort = CohortSpec.model_validate(
         {**cohort.model_dump(), "parameters": {k: v.model_dump() for k, v in params.items()}}
     )
