@@ -165,7 +165,7 @@ def test_the_distribution_name_is_not_the_unrelated_abm_on_the_index():
     assert project["name"] == DIST_NAME == "abm-immuno"
     assert all(not dep.startswith("abm[") for extra in project["optional-dependencies"].values() for dep in extra)
     assert "abm-immuno[dist,sweep,xarray,viz,lint]" in project["optional-dependencies"]["test"]
-    assert project["scripts"] == {"abm": "abm.cli:main"}
+    assert project["scripts"] == {"abm": "abm.cli:entry"}  # main, then a quiet exit (abm.cli.entry)
     assert _pyproject()["tool"]["setuptools"]["packages"]["find"]["include"] == ["abm*"]
 
 
