@@ -283,6 +283,7 @@ def _random_interruptions(tmp_path: Path, n: int, seed: int) -> dict[str, int]:
     return tally
 
 
+@pytest.mark.slow  # 2 random interruptions (21 s); test_resume_after_an_interruption stays default
 def test_abm_run_interrupted_at_random_instants_resumes_to_the_same_file(tmp_path):
     tally = _random_interruptions(tmp_path, 2, seed=161)
     assert tally["equal to the uninterrupted run"] + tally["stopped before its first checkpoint"] == 2

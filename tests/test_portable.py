@@ -62,6 +62,7 @@ def _dispatched_features() -> list[str]:
     return [f for f in m.__cpu_dispatch__ if m.__cpu_features__.get(f)]
 
 
+@pytest.mark.slow  # numpy's SIMD dispatch off in a subprocess (15 s); the golden file runs on every CPU
 def test_numpy_simd_dispatch_does_not_change_a_trajectory():
     """The high-dose IL-2 golden case (cohort-free; plasma PK, toxicity, caliper) in two processes: numpy's
     dispatched loops on, and all of them off. The fingerprints (every observable, the fields, the cells, the file)

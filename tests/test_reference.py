@@ -152,6 +152,7 @@ def test_reference_matches_abm_in_distribution(samples):
     assert not failures, f"distributions differ at Bonferroni alpha {alpha:.2g}:\n" + "\n".join(failures)
 
 
+@pytest.mark.slow  # a broken rule must fail the equivalence test (23 s); the equivalence stays default
 def test_broken_rule_is_detected(samples):
     """Doubling ctl.kill_prob in the reference only must be flagged by the same statistic."""
     a, _ = samples["untreated"]

@@ -103,6 +103,7 @@ def test_a_worker_death_is_charged_to_its_run_only(tmp_path):
     assert_rows_equal(read_sweep(tmp_path / "s")["summary"], reference_rows(4))
 
 
+@pytest.mark.slow  # three worker kills (11 s); one worker kill stays in the default suite
 def test_three_worker_kills_in_36_runs_lose_nothing(tmp_path):
     """The issue's case: --workers 2, three workers SIGKILLed from outside while they run; 36 runs."""
     killed: list[str] = []
@@ -297,6 +298,7 @@ def _storm(tmp_path: Path, name: str, kills: int, workers: int, rng: random.Rand
     return tally
 
 
+@pytest.mark.slow  # a storm of driver kills (19 s); one driver kill and resume stays default (test_sweep.py)
 def test_driver_kill_storm_then_resume_equals_uninterrupted(tmp_path):
     tally = _storm(tmp_path, "storm", kills=3, workers=2, rng=random.Random(3), reps=6)
     print(f"driver-kill storm (3 SIGKILLs, 18 runs, 2 workers): 0 runs lost, 0 stores damaged, {tally}")

@@ -448,6 +448,7 @@ def test_cli_plot_compare_animate(runs, tmp_path, capsys):
 OPTIONAL = ("imageio", "imageio_ffmpeg", "solara", "pandas", "reacton", "ipywidgets", "ipyvuetify", "altair", "xarray")
 
 
+@pytest.mark.slow  # a fresh interpreter with the extras hidden (12 s)
 def test_viz_and_abm_plot_need_no_optional_extras(runs, tmp_path):
     """abm.viz, abm.viz.cli and `abm plot` (dashboard, snapshot, fields) and `abm compare` with none of the [viz]
     extras importable: they load imageio, solara and pandas only inside the functions that need them."""
