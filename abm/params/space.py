@@ -41,7 +41,7 @@ class TimeParams(Group):
         1, "-", "field solver sub-steps per agent step (accuracy; the scheme is stable at any dt)", ge=1, le=100
     )
     field_rtol: float = P(
-        1e-6,
+        1e-4,
         "-",
         "coupled field step: relative residual at which the conjugate-gradient solve stops (bounds the error "
         "relative to the right-hand side; see docs/solver.md)",
