@@ -30,6 +30,7 @@ from abm.params import Params
 from abm.rules import cell_rules, exchange_table, exchanged_species, recruitment_rates_per_day, trafficking
 from abm.scenario import Scenario
 from abm.state import CELL_TYPES, initial_state
+from abm.threads import StepThreads
 
 
 def _resolve_seed(seed: Any, mesa_rng: np.random.Generator) -> int:
@@ -123,6 +124,7 @@ class Model(mesa_face.MesaModel):
             vessel_weight=np.zeros(max(1, self.state.vessels.shape[0]), dtype=np.float64),
         )
         self.counters = K.empty_counters()
+        self._threads = StepThreads()  # the thread count for these steps, measured (abm/threads.py)
         self.n_tumour = K.count_of(self.state.cells, K.TUMOUR)  # at the start of the current step (CTL priming)
         self.observer = Observer(p, lat)
         self.observable_specs = observable_specs(p)
@@ -147,7 +149,9 @@ class Model(mesa_face.MesaModel):
     def advance(self, n: int = 1) -> None:
         """Advance the dynamics by ``n`` steps of ``dt_min`` (no observation, no data collection)."""
         for _ in range(int(n)):
+            self._threads.before_step()
             self._step_dynamics()
+            self._threads.after_step()
         self.steps = self.step_index  # Mesa's step counter follows the engine's
 
     def step(self) -> None:

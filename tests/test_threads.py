@@ -1,6 +1,7 @@
 """Threads that fit the machine (abm/threads.py) and work only when due (abm/simulation.py).
 
-- ``import abm`` fills in the runtime defaults (passive OpenMP wait, the usable CPUs) without overriding the user's;
+- ``import abm`` fills in the runtime defaults (a short OpenMP spin, the usable CPUs) without overriding the user's;
+- unless the user chose a count, a model's steps run on the faster of 1 and all threads, measured (StepThreads);
 - ``abm run --threads N`` sets the thread count (the pool size before Numba loads, else the threads in use);
 - the split sweeps and the coupled solve give the same bits on their serial and parallel paths;
 - the loop observes, snapshots and copies cells only on the steps some reporter asks for.
@@ -19,8 +20,10 @@ import numpy as np
 import pytest
 
 import abm
+from abm import threads as threads_mod
 from abm.cli import main
 from abm.simulation import Simulation
+from abm.threads import StepThreads
 from tests.conftest import TINY_SETS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +31,11 @@ TINY_ARGS = [a for s in TINY_SETS for a in ("--set", s)]
 
 
 def _python(code: str, **env: str) -> str:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "KMP_", "NUMBA_NUM", "NUMBA_THREADING"))}
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OMP_", "KMP_", "GOMP_", "NUMBA_NUM", "NUMBA_THREADING", "ABM_THREAD"))
+    }
     base["PYTHONPATH"] = str(ROOT)
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env={**base, **env}, timeout=600, check=True
@@ -42,15 +49,16 @@ from abm.kernels import fields
 fields.react_sweep_x(np.zeros((1, 4)), fields.Reaction(np.zeros((1, 4), np.float32), np.zeros((1, 4), np.float32),
     np.zeros(4, np.uint8), np.zeros(1), np.zeros(1), np.zeros(1)), 1.0, 4,
     fields.thomas_factors(4, np.zeros(1), False), np.ones(1, np.uint8))
-print(json.dumps({"wait": os.environ.get("OMP_WAIT_POLICY"), "layer": numba.threading_layer(),
+print(json.dumps({"wait": os.environ.get("OMP_WAIT_POLICY"), "spin": os.environ.get("GOMP_SPINCOUNT"),
+    "layer": numba.threading_layer(),
     "pool": numba.config.NUMBA_NUM_THREADS, "threads": numba.get_num_threads(), "cpus": len(os.sched_getaffinity(0)),
     "env_threads": os.environ.get("NUMBA_NUM_THREADS")}))
 """
 
 
-def test_import_sets_passive_wait_and_the_usable_cpus():
+def test_import_sets_a_short_spin_and_the_usable_cpus():
     got = json.loads(_python(PROBE))
-    assert got["wait"] == "PASSIVE"
+    assert got["wait"] is None and got["spin"] == "10000"
     assert got["threads"] == min(got["pool"], got["cpus"])
     assert got["env_threads"] is None  # not exported: workers that default to one thread still do
     assert got["layer"] in ("omp", "tbb", "workqueue")
@@ -63,8 +71,8 @@ def test_threads_capped_at_the_usable_cpus():
 
 
 def test_the_users_settings_win():
-    got = json.loads(_python(PROBE, OMP_WAIT_POLICY="ACTIVE", NUMBA_NUM_THREADS="1"))
-    assert got["wait"] == "ACTIVE" and got["pool"] == 1 and got["threads"] == 1
+    got = json.loads(_python(PROBE, OMP_WAIT_POLICY="ACTIVE", GOMP_SPINCOUNT="7", NUMBA_NUM_THREADS="1"))
+    assert got["wait"] == "ACTIVE" and got["spin"] == "7" and got["pool"] == 1 and got["threads"] == 1
 
 
 def test_threads_option_in_a_fresh_process(tmp_path):
@@ -197,3 +205,95 @@ def test_advance_observes_nothing(monkeypatch):
     calls = _counting(model, monkeypatch)
     model.advance(20)
     assert calls == {"measure": 0, "snapshot": 0}
+
+
+# ---------------------------------------------------------------------------------------------- StepThreads
+two_threads = pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs at least 2 Numba threads")
+
+
+def _drive(monkeypatch, cost_s, steps: int, at_step=None) -> tuple[StepThreads, list[int]]:
+    """Run a StepThreads through ``steps`` steps on a fake clock; a step costs ``cost_s(step)[threads]`` seconds.
+    Returns the tuner and the thread count of every step."""
+    clock = [0.0]
+    monkeypatch.setattr(threads_mod.time, "perf_counter", lambda: clock[0])
+    tuner = StepThreads()
+    tuner.active = True  # whatever this test process's environment says
+    used = []
+    for k in range(steps):
+        tuner.before_step()
+        n = numba.get_num_threads()
+        used.append(n)
+        clock[0] += cost_s(k)[n]
+        tuner.after_step()
+    return tuner, used
+
+
+@pytest.fixture
+def all_threads():
+    old = numba.get_num_threads()
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    yield numba.config.NUMBA_NUM_THREADS
+    numba.set_num_threads(old)
+
+
+@two_threads
+@pytest.mark.parametrize("faster", ["one", "all"])
+def test_step_threads_settles_on_the_faster_count_and_rarely_probes(monkeypatch, all_threads, faster):
+    full = all_threads
+    cost = {1: 1.0, full: 2.5} if faster == "one" else {1: 1.5, full: 1.0}
+    tuner, used = _drive(monkeypatch, lambda k: cost, 600)
+    want = 1 if faster == "one" else full
+    assert tuner.choice == want
+    other = sum(1 for n in used[10:] if n != want)
+    # probes at 16, 32, 64, ... steps apart: at most 6 in 590 steps (each probe that loses doubles the gap)
+    assert 1 <= other <= 6, used
+
+
+@two_threads
+def test_step_threads_follows_a_change_of_load(monkeypatch, all_threads):
+    """Quiet at first (all threads faster), then another job takes a core (one thread faster): the choice follows
+    within a probe interval or two."""
+    full = all_threads
+    tuner, used = _drive(monkeypatch, lambda k: {1: 1.5, full: 1.0} if k < 300 else {1: 1.5, full: 4.0}, 700)
+    assert used[250:300].count(full) >= 45
+    switched = next(k for k in range(300, 700) if used[k] == 1 and all(n == 1 for n in used[k : k + 10]))
+    assert switched - 300 <= 520  # the first probe after the change at most MAX_PROBE steps later
+    assert tuner.choice == 1
+
+
+@two_threads
+def test_someone_elses_thread_count_stops_the_tuning(monkeypatch, all_threads):
+    tuner, _ = _drive(monkeypatch, lambda k: {1: 1.0, all_threads: 2.0}, 5)
+    numba.set_num_threads(all_threads if tuner.choice == 1 else 1)
+    chosen = numba.get_num_threads()
+    tuner.before_step()
+    tuner.after_step()
+    assert not tuner.active and numba.get_num_threads() == chosen
+
+
+def test_a_chosen_count_is_not_tuned():
+    code = (
+        "import abm, numba\nfrom abm.threads import set_threads\nset_threads(1)\n"
+        f"m = abm.Model('untreated', seed=1, sets={TINY_SETS!r})\nm.advance(3)\n"
+        "print(m._threads.active, numba.get_num_threads())"
+    )
+    assert _python(code) == "False 1"
+    assert _python(code.replace("set_threads(1)", "pass"), NUMBA_NUM_THREADS="1").startswith("False")
+
+
+@two_threads
+def test_a_tuned_run_gives_the_bits_of_a_one_thread_run():
+    """Thread counts switch between steps while tuning; the state after 40 steps is the one-thread state."""
+    code = (
+        "import hashlib, abm, numpy as np\n"
+        "m = abm.Model('high_dose_il2', seed=3, sets=['lattice.nx=140', 'lattice.ny=140'])\n"
+        "m.advance(40)\n"
+        "h = hashlib.sha256()\n"
+        "for a in (m.state.conc, m.state.occupancy, m.state.cells.site[: m.state.cells.n[0]]):\n"
+        "    h.update(np.ascontiguousarray(a).tobytes())\n"
+        "print(m._threads.active, sorted(m._threads.mean_s), h.hexdigest())"
+    )
+    tuned = _python(code).split()
+    fixed = _python(code, NUMBA_NUM_THREADS="1").split()
+    assert tuned[0] == "True" and fixed[0] == "False"
+    assert tuned[-1] == fixed[-1]
