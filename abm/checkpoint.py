@@ -69,6 +69,8 @@ MODEL_DERIVED = frozenset(
         "_agents",
         "_agents_by_type",
         "_all_agents",
+        # wall-clock measurements, not state: a resumed run measures its own thread count (abm.threads)
+        "_threads",
         # saved on their own
         "therapy",
     }
