@@ -152,6 +152,7 @@ class Model(mesa_face.MesaModel):
             self._threads.before_step()
             self._step_dynamics()
             self._threads.after_step()
+        self._threads.restore()
         self.steps = self.step_index  # Mesa's step counter follows the engine's
 
     def step(self) -> None:

@@ -181,6 +181,15 @@ class StepThreads:
             self.choice = best
             self.next_probe = self.steps + self.probe_every
 
+    def restore(self) -> None:
+        """Give the caller back the count it had (after a batch of steps), so that a model tuned down to 1 thread does
+        not leave the next model in the process, or other Numba code, on 1 thread."""
+        if self.active and self._set != self.full:
+            import numba
+
+            numba.set_num_threads(self.full)
+            self._set = self.full
+
     def describe(self) -> str:
         if not self.active:
             return "fixed"

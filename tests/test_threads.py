@@ -297,3 +297,14 @@ def test_a_tuned_run_gives_the_bits_of_a_one_thread_run():
     fixed = _python(code, NUMBA_NUM_THREADS="1").split()
     assert tuned[0] == "True" and fixed[0] == "False"
     assert tuned[-1] == fixed[-1]
+
+
+@two_threads
+def test_a_model_tuned_down_leaves_the_thread_count_as_it_found_it(monkeypatch, all_threads):
+    """A model that settles on 1 thread must not leave the process (the next model, other Numba code) on 1."""
+    tuner, _ = _drive(monkeypatch, lambda k: {1: 1.0, all_threads: 2.5}, 40)
+    assert tuner.choice == 1 and numba.get_num_threads() == 1
+    tuner.restore()
+    assert numba.get_num_threads() == all_threads
+    tuner.before_step()  # the next batch: back on the chosen count, still tuning
+    assert tuner.active and numba.get_num_threads() == 1
