@@ -36,12 +36,13 @@ import h5py
 import numpy as np
 
 from abm.errors import ParameterError, UsageError
+from abm.io.integrity import frame_crc32
 from abm.params.core import Layer
 from abm.provenance import abm_version, git_hash
 from abm.scenario import Scenario
 
 FORMAT_NAME = "abm-checkpoint"
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"
 SUFFIX = ".ckpt.h5"
 
 MODEL_DERIVED = frozenset(
@@ -369,6 +370,10 @@ class Checkpointer:
                     write_tree(f.create_group("therapy"), model.therapy, "therapy", THERAPY_DERIVED)
                 if rec is not None:
                     write_tree(f.create_group("recorder"), rec, "recorder")
+                if partial is not None:  # format 1.1: what each frame of the partial file was when written
+                    g = f.create_group("partial_crc32")
+                    for path, crcs in traj.writer.frame_crc32.items():
+                        g.create_dataset(path.lstrip("/"), data=np.asarray(crcs, dtype=np.uint32))
             _fsync(tmp)
             os.replace(tmp, self.path)
             _fsync(self.path.parent if str(self.path.parent) else Path("."))
@@ -469,20 +474,47 @@ class Checkpoint:
             traj.report(Frame(int(s), float(times[i]), obs, frames.get(int(s)), None, None, cells.get(int(s))))
         return len(frames)
 
+    def _crc_check(self, p: Path) -> Any:
+        """A check ``(dataset, frame index, values)`` that raises UsageError when a frame read from the partial file
+        ``p`` differs from what the writer wrote (its CRC-32 as the checkpoint recorded it; format 1.1)."""
+        with h5py.File(self.path, "r") as f:
+            crcs: dict[str, np.ndarray] = {}
+            if "partial_crc32" in f:
+                f["partial_crc32"].visititems(
+                    lambda name, obj: crcs.__setitem__("/" + name, obj[:]) if isinstance(obj, h5py.Dataset) else None
+                )
+
+        def check(ds: Any, k: int, values: np.ndarray) -> None:
+            want = crcs.get(ds.name)
+            if want is not None and k < len(want) and frame_crc32(values) != int(want[k]):
+                raise UsageError(
+                    f"{p}: frame {k} of {ds.name} differs from what the first run wrote (CRC-32 recorded in the "
+                    f"checkpoint {self.path}); the partial file was damaged after the checkpoint, so the run cannot "
+                    "be resumed into the same file (start it again)"
+                )
+
+        return check
+
     @staticmethod
-    def _cell_frames(f: Any, want: list[int]) -> dict[int, Any]:
+    def _cell_frames(f: Any, want: list[int], check: Any) -> dict[int, Any]:
         """The per-cell table of each wanted step that the partial file holds (format 1.2; none in older files)."""
         if "particles/cells" not in f:
             return {}
         g = f["particles/cells"]
         index = {int(s): i for i, s in enumerate(g["step"][:])}
         start, count = g["start"][:], g["count"][:]
-        return {s: _cell_frame_columns(g, int(start[index[s]]), int(count[index[s]])) for s in want if s in index}
+        out = {}
+        for s in want:
+            if s in index:
+                k = index[s]
+                out[s] = _cell_frame_columns(g, int(start[k]), int(count[k]), check=lambda ds, v, k=k: check(ds, k, v))
+        return out
 
     def _snapshots(self, want: list[int], species: list[str]) -> tuple[dict[int, Any], dict[int, Any]]:
         from abm.simulation import Snapshot  # noqa: PLC0415
 
         p = self.partial
+        check = self._crc_check(p) if p is not None else None
         if p is None or not p.is_file():
             raise UsageError(
                 f"{self.path}: the trajectory it continues ({p}) is gone; it holds the snapshots before step "
@@ -501,21 +533,28 @@ class Checkpoint:
                 out = {}
                 for s in want:
                     i = have[s]
-                    fields = {sp: f["fields"][sp]["value"][i].reshape(-1) for sp in species}
-                    out[s] = Snapshot(ct["value"][i].reshape(-1), fields)
-                return out, self._cell_frames(f, want)
+                    frames = {"": ct["value"], **{sp: f["fields"][sp]["value"] for sp in species}}
+                    read = {sp: ds[i] for sp, ds in frames.items()}
+                    for sp, ds in frames.items():
+                        check(ds, i, read[sp])
+                    out[s] = Snapshot(read.pop("").reshape(-1), {sp: v.reshape(-1) for sp, v in read.items()})
+                return out, self._cell_frames(f, want, check)
         except (OSError, KeyError) as e:
             raise UsageError(f"{p}: cannot read the snapshots the checkpoint {self.path} needs ({e})") from None
 
 
-def _cell_frame_columns(g: Any, start: int, count: int) -> dict[str, np.ndarray]:
-    """One frame of a per-cell table, keyed as :data:`~abm.kernels.records.CellArrays` (what a Frame carries)."""
+def _cell_frame_columns(g: Any, start: int, count: int, check: Any = None) -> dict[str, np.ndarray]:
+    """One frame of a per-cell table, keyed as :data:`~abm.kernels.records.CellArrays` (what a Frame carries);
+    ``check(dataset, values)`` sees every column read."""
     rows = slice(start, start + count)
-    names = ("id", "site", "mhc", "age_min", "kills", "timer_min", "exposure_min")
-    out = {name: g[name][rows] for name in names}
+    cols = {name: g[name][rows] for name in g if name not in ("step", "time", "start", "count")}
+    if check is not None:
+        for name, values in cols.items():
+            check(g[name], values)
+    out = {name: cols[name] for name in ("id", "site", "mhc", "age_min", "kills", "timer_min", "exposure_min")}
     # format 1.3 added the sensitisation column; a 1.2 table had none (no cell was sensitised then)
-    out["sensitisation"] = g["sensitisation"][rows] if "sensitisation" in g else np.zeros(count, np.float32)
-    out["ctype"] = g["type"][rows]
+    out["sensitisation"] = cols["sensitisation"] if "sensitisation" in cols else np.zeros(count, np.float32)
+    out["ctype"] = cols["type"]
     return out
 
 

@@ -142,6 +142,31 @@ def test_resume_from_an_interval_checkpoint_after_a_crash(tmp_path):
         resume(res.checkpoint)
 
 
+@pytest.mark.parametrize("dataset", ["fields/il2/value", "particles/cells/site"])
+def test_resume_refuses_a_partial_file_whose_frames_changed_after_the_checkpoint(tmp_path, dataset):
+    sc = abm.Scenario.load("high_dose_il2", sets=SMALL)
+    out = tmp_path / "c.h5"
+    with pytest.raises(RuntimeError, match="simulated crash"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run(sc, out=out, seed=3, days=1.0, checkpoint_every_min=6 * 60, reporters=[FailAt(80)])
+    ck = C.read(tmp_path / "c.ckpt.h5")
+    partial = find_partials(out)[0]
+    with h5py.File(ck.path, "r") as f, h5py.File(partial, "r") as p:
+        # format 1.1: the CRC-32 of every frame written before the checkpoint (steps 0, 36; not 72, its own step)
+        assert f["partial_crc32/fields/il2/value"].shape == (2,) and p["fields/il2/value"].shape[0] == 3
+        assert f["partial_crc32/particles/cells/id"].shape == (2,)
+    # a frame that reads back (its Fletcher-32 rewritten with it) but is not what the run wrote: never replayed
+    with h5py.File(partial, "r+") as p:
+        ds = p[dataset]
+        if ds.ndim > 1:
+            ds[1] = ds[1] + 1.0
+        else:
+            row = int(p["particles/cells/start"][1])
+            ds[row] = ds[row] + 1
+    with pytest.raises(UsageError, match=f"frame 1 of /{dataset} differs from what the first run wrote"):
+        resume(ck.path)
+
+
 def test_model_from_checkpoint_continues_the_state_record(tmp_path):
     sc = abm.Scenario.load("il2_ifna", sets=SMALL)
     a = abm.Model(sc, seed=5)

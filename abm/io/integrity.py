@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import re
+import zlib
 from typing import Any
 
 import h5py
@@ -51,6 +52,11 @@ def _canon(v: Any) -> Any:
     if isinstance(v, (str, int, float, bool)) or v is None:
         return v
     return {"repr": repr(v)}
+
+
+def frame_crc32(values: np.ndarray) -> int:
+    """CRC-32 of an array's bytes (C order) as stored: the writer's record of one frame of one dataset."""
+    return zlib.crc32(np.ascontiguousarray(values).view(np.uint8).reshape(-1)) & 0xFFFFFFFF
 
 
 def _is_checksummed(ds: h5py.Dataset) -> bool:

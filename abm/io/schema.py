@@ -21,6 +21,13 @@ PARTIAL_SUFFIX = ".partial"
 #: (readable by HDF5 >= 1.8). Not "v110": its superblock marks a file open for writing, so the partial file of a killed
 #: writer would not open without ``h5clear``.
 LIBVER = ("v108", "latest")
+#: HDF5 file-space strategy of the writer: "none", every allocation at the end of the file and space that HDF5 frees
+#: (the old copy of a compressed chunk that grew, e.g. the last chunk of a per-cell column) never reused while the
+#: file is open. With HDF5's default ("fsm", free space reused), a writer killed between two flushes could leave the
+#: last flushed index pointing at a chunk whose space held newer data: that frame failed its Fletcher-32 check and a
+#: resume could not replay it (seen in 12 of 40 SIGKILLs of a writer). The cost is the freed copies: a few per cent
+#: of a file (docs/output-format.md).
+FS_STRATEGY = "none"
 
 #: Root attributes written by the writer itself; a caller's ``attrs`` may not use these names.
 RESERVED_ROOT_ATTRS = frozenset({"format_name", "format_version", "complete", "status", "created", "finished"})

@@ -39,7 +39,7 @@ import numpy as np
 
 from .errors import FULL_ERRNOS, DiskFullError, OutputExistsError, OutputPathError, TrajectoryIOError, WriteError
 from .guarded import GuardedFile, deferred_signals
-from .integrity import _short, errno_of, write_manifest
+from .integrity import _short, errno_of, frame_crc32, write_manifest
 from .locking import FileLock
 from .paths import (
     check_output_path,
@@ -61,6 +61,7 @@ from .schema import (
     EVENT_UNITS,
     FORMAT_NAME,
     FORMAT_VERSION,
+    FS_STRATEGY,
     H5MD_VERSION,
     LIBVER,
     RESERVED_ROOT_ATTRS,
@@ -266,6 +267,9 @@ class TrajectoryWriter:
         self._n_cell_frames = 0
         self._n_cell_rows = 0
         self._last_cells_step: int | None = None
+        # CRC-32 of every frame as written, per dataset path (in order); a checkpoint keeps them so that a resume
+        # can tell a frame of a killed writer's partial file that reads back but differs (abm.checkpoint)
+        self._frame_crc: dict[str, list[int]] = {}
 
         vessels = np.asarray(vessel_sites, dtype=np.int64).reshape(-1)
         if vessels.size and (vessels.min() < 0 or vessels.max() >= self._n_sites):
@@ -335,7 +339,7 @@ class TrajectoryWriter:
             try:
                 self._fio = GuardedFile(self._partial, on_error=lambda e: self._release_reserve())
                 with deferred_signals():
-                    self._file = h5py.File(self._fio, "w", libver=LIBVER)
+                    self._file = h5py.File(self._fio, "w", libver=LIBVER, fs_strategy=FS_STRATEGY)
             except (OSError, RuntimeError, ValueError) as e:
                 raise self._io_error(e, "creating the file") from None
             with self._io("writing the header"):
@@ -678,6 +682,12 @@ class TrajectoryWriter:
         return lock_path(self._path)
 
     @property
+    def frame_crc32(self) -> dict[str, list[int]]:
+        """CRC-32 (:func:`~abm.io.integrity.frame_crc32`) of every snapshot frame and per-cell frame written, keyed
+        by dataset path (``/fields/il2/value``, ``/particles/cells/id``...), in frame order."""
+        return {k: list(v) for k, v in self._frame_crc.items()}
+
+    @property
     def n_snapshots(self) -> int:
         return self._n_snapshots
 
@@ -788,6 +798,7 @@ class TrajectoryWriter:
                 val = g["value"]
                 val.resize(i + 1, axis=0)
                 val[i] = frame
+                self._frame_crc.setdefault(val.name, []).append(frame_crc32(frame))
             for g, _ in groups:
                 _append_1d(g["time"], np.array([time_min], dtype=np.float64))
                 _append_1d(g["step"], np.array([step], dtype=np.int64))
@@ -826,6 +837,7 @@ class TrajectoryWriter:
             g = self._file[CELL_TABLE]
             for name, values in data.items():  # rows first, then the frame index: a reader trusts what is whole
                 _append_1d(g[name], values)
+                self._frame_crc.setdefault(g[name].name, []).append(frame_crc32(values))
             _append_1d(g["start"], np.array([start], dtype=np.int64))
             _append_1d(g["count"], np.array([n], dtype=np.int64))
             _append_1d(g["time"], np.array([time_min], dtype=np.float64))
