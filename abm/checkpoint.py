@@ -72,6 +72,8 @@ MODEL_DERIVED = frozenset(
         "_all_agents",
         # wall-clock measurements, not state: a resumed run measures its own thread count (abm.threads)
         "_threads",
+        # the blocks schedule's layout and per-step buffers: rebuilt from the scenario, no state across steps
+        "_blocks",
         # saved on their own
         "therapy",
     }

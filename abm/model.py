@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from abm import cell_blocks, mesa_face
 from abm import checkpoint as _checkpoint
-from abm import mesa_face
 from abm.field_solver import FieldSolver
+from abm.kernels import blocks as KB
 from abm.kernels import cells as K
 from abm.kernels import rng
 from abm.kernels.exchange import fill_exchange
@@ -124,6 +125,11 @@ class Model(mesa_face.MesaModel):
             vessel_weight=np.zeros(max(1, self.state.vessels.shape[0]), dtype=np.float64),
         )
         self.counters = K.empty_counters()
+        self._blocks = None  # the blocks cell schedule's layout and buffers (abm/cell_blocks.py)
+        if p.time.cell_schedule == "blocks":
+            layout = cell_blocks.block_layout(lat.shape_xyz, lat.periodic, cell_blocks.reach_sites(self.rules))
+            bs = KB.empty_scratch(cell_blocks.n_blocks(layout), self.state.cells.ctype.shape[0], n_offs)
+            self._blocks = (layout, bs)
         self._threads = StepThreads()  # the thread count for these steps, measured (abm/threads.py)
         self.n_tumour = K.count_of(self.state.cells, K.TUMOUR)  # at the start of the current step (CTL priming)
         self.observer = Observer(p, lat)
@@ -190,7 +196,10 @@ class Model(mesa_face.MesaModel):
         fill_exchange(t, self.exchange)
         self.solver.step(s.conc, s.uptake, s.source, s.vessels, self._permeability, self.plasma)
         # 3. cells, in a seeded random order
-        K.step_cells(t, self.geometry, self.rules, key, self.counters, self.scratch)
+        if self._blocks is None:
+            K.step_cells(t, self.geometry, self.rules, key, self.counters, self.scratch)
+        else:
+            KB.step_cells_blocks(t, self.geometry, self.rules, key, self.counters, self.scratch, *self._blocks)
         # 4. recruitment at vessels, where the lesion's chemokine is
         K.recruit(t, self.geometry, tr, key, self.counters, self.scratch)
         K.compact(s.cells, s.occupancy)

@@ -10,7 +10,7 @@ import numpy as np
 
 from abm.kernels import cells as K
 from abm.kernels.exchange import GATE_ACTIVATED, GATE_ALWAYS
-from abm.kernels.records import ExchangeTable, SpeciesIndex, Trafficking
+from abm.kernels.records import CellRules, ExchangeTable, SpeciesIndex, Trafficking
 from abm.params import Params
 from abm.units import molecules_to_conc
 
@@ -96,9 +96,6 @@ LAKRules = namedtuple(
         "ifn_lysis_gain",  # tumour.ifn_lysis_gain
     ],
 )
-
-CellRules = namedtuple("CellRules", ["dt_min", "species", "tumour", "ctl", "nk", "lak"])
-CellRules.__doc__ = """Everything the cell step needs: the agent step (min), the species rows, one record per type."""
 
 
 def _p(rate_per_min: float, dt: float) -> float:

@@ -25,6 +25,7 @@ The load average is printed at the start and at the end: on a shared machine the
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -323,6 +324,7 @@ OLD_DEFAULTS = {  # the OpenMP runtime's own defaults (idle workers spin), as be
     "NUMBA_THREADING_LAYER_PRIORITY": None,
 }
 THREAD_CASES = (("2D 400^2", 400, 2), ("3D 75^3", 75, 3))
+CELL_SCHEDULES = ("sequential", "blocks")  # time.cell_schedule: blocks runs the cell step in parallel
 
 
 def _thread_case_sets(n: int, ndim: int) -> list[str]:
@@ -350,15 +352,17 @@ def bench_model_threads(quick: bool) -> list[dict]:
     each, interleaved rounds (best of 2), the final states compared by sha256."""
     steps = 5 if quick else 15
     rows = []
-    for name, n, ndim in THREAD_CASES:
-        spec = {"sets": _thread_case_sets(n, ndim), "steps": steps}
+    for (name, n, ndim), schedule in itertools.product(THREAD_CASES, CELL_SCHEDULES):
+        sets = _thread_case_sets(n, ndim) + [f"time.cell_schedule={schedule}"]
+        spec = {"sets": sets, "steps": steps}
         res = _best_of({nt: ({**spec, "threads": nt}, None) for nt in (1, 2)}, 1 if quick else 2)
+        what = f"model steps {name}, {schedule} cells"
         if "error" in res:
-            rows.append({"what": f"model steps {name}", "error": res["error"]})
+            rows.append({"what": what, "error": res["error"]})
             continue
         rows.append(
             {
-                "what": f"model steps {name}",
+                "what": what,
                 "steps": steps,
                 "s_1thr": res[1]["s_per_step"],
                 "s_2thr": res[2]["s_per_step"],

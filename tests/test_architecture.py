@@ -113,11 +113,16 @@ def _kernels():
                 yield f"{mod.__name__}.{name}", obj.py_func
 
 
+# A Numba parallel loop cannot take a record that holds records (Tissue holds CellArrays, CellRules the per-type
+# records), so the one kernel that runs the cell rules in a prange takes them flattened (abm/kernels/blocks.py).
+PARALLEL_LOOP_BOUNDARY = {"abm.kernels.blocks._act_colour"}
+
+
 def test_no_kernel_takes_more_than_eight_arguments():
     kernels = list(_kernels())
     assert len(kernels) > 15
     long = {name: len(inspect.signature(f).parameters) for name, f in kernels}
-    long = {k: v for k, v in long.items() if v > MAX_KERNEL_ARGS}
+    long = {k: v for k, v in long.items() if v > MAX_KERNEL_ARGS and k not in PARALLEL_LOOP_BOUNDARY}
     assert not long, f"kernels with more than {MAX_KERNEL_ARGS} arguments (pass a record): {long}"
 
 

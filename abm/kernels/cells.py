@@ -7,8 +7,10 @@ and frees the site at once, a birth appends, and :func:`compact` closes the gaps
 One step of the cells visits every cell alive at the start of the step once, in a random permutation that depends
 only on (seed, step): a cell killed before its turn does not act, and when two cells want one site the earlier
 one gets it. Every draw is keyed by (seed, step, cell index, purpose) (:mod:`abm.kernels.rng`), so a run is
-bit-identical for a given seed whatever the thread count. The loop is sequential by design: the act phase is a
-chain of conflicts (sites, targets) whose serial order *is* the model's conflict rule.
+bit-identical for a given seed whatever the thread count. :func:`step_cells` is sequential by design: the act
+phase is a chain of conflicts (sites, targets) whose serial order *is* the model's conflict rule. The ``blocks``
+schedule (:mod:`abm.kernels.blocks`) orders the same act phase (:func:`act_cells`) so that blocks of cells that
+cannot conflict run in parallel.
 
 Parameters arrive as records (:data:`~abm.kernels.records.CellRules`); no biological number appears here.
 """
@@ -355,19 +357,32 @@ def _lak_step(i, t, geo, r, key, counters, sc):
 
 
 @numba.njit(**JIT)
-def step_cells(t, geo, r, key, counters, sc):
-    """Advance every cell alive at the start of the step by one step ``r.dt_min`` (docs/model.md, scheduling,
-    item 3): in a seeded random order, each senses its site, updates its state, then acts."""
-    c = t.cells
-    n0 = c.n[0]
-    order = sc.order
+def shuffled_order(n0, key, order):
+    """``order[:n0]``: a permutation of the cells ``0..n0-1`` that depends only on (seed, step) (Fisher-Yates with
+    keyed draws)."""
     for j in range(n0):
         order[j] = j
-    for j in range(n0 - 1, 0, -1):  # Fisher-Yates with keyed draws: the order depends only on (seed, step)
+    for j in range(n0 - 1, 0, -1):
         k = rng.randint(key.seed, key.step, j, rng.ORDER, j + 1)
         tmp = order[j]
         order[j] = order[k]
         order[k] = tmp
+
+
+@numba.njit(**JIT)
+def step_cells(t, geo, r, key, counters, sc):
+    """Advance every cell alive at the start of the step by one step ``r.dt_min`` (docs/model.md, scheduling,
+    item 3): in a seeded random order, each senses its site, updates its state, then acts."""
+    n0 = t.cells.n[0]
+    shuffled_order(n0, key, sc.order)
+    act_cells(t, geo, r, key, counters, sc, sc.order[:n0])
+
+
+@numba.njit(**JIT)
+def act_cells(t, geo, r, key, counters, sc, order):
+    """The cells ``order`` (cell indices) act, one after the other (a cell already dead is skipped): the act phase of
+    :func:`step_cells`, also run on one block at a time by :mod:`abm.kernels.blocks`."""
+    c = t.cells
     # the records' members are bound once here, not per cell: passing a record of arrays to a function costs a
     # reference-count update per array, which per tumour cell (most of the cells) doubled the cost of a step
     occ = t.occupancy
@@ -376,7 +391,7 @@ def step_cells(t, geo, r, key, counters, sc):
     dt = r.dt_min
     ifna = r.species.ifna
     drug_row = r.species.drug
-    for jj in range(n0):
+    for jj in range(order.shape[0]):
         i = order[jj]
         kind = c.ctype[i]
         if kind == EMPTY:

@@ -56,6 +56,10 @@ Trafficking.__doc__ = """This step's entry from the blood: CTL and NK rates per 
 (1/min; the whole-patient drivers already applied), the step (min), the chemokine row (-1: none, every vessel alike)
 and the local level giving half-maximal extravasation (``vessels.recruitment_half_pM``)."""
 
+CellRules = namedtuple("CellRules", ["dt_min", "species", "tumour", "ctl", "nk", "lak"])
+CellRules.__doc__ = """Everything the cell step needs: the agent step (min), the species rows, one record per type
+(the per-type records are defined where they are built from the tree, in :mod:`abm.rules`)."""
+
 ExchangeTable = namedtuple(
     "ExchangeTable",
     [
@@ -77,3 +81,18 @@ cell's site), the extra secretion at saturating inducer (same units), the induce
 half-maximal level, and the gate that opens secretion (GATE_ALWAYS or GATE_ACTIVATED); max_kills (int64
 (n_types,)) closes the activated gate of an exhausted cell; rows (int64): the species some type exchanges;
 type_exchanges (bool (n_types,)): whether a type exchanges any species (the others are skipped)."""
+
+BlockLayout = namedtuple("BlockLayout", ["axis_x", "axis_y", "axis_z", "nbx", "nby", "rank", "colour_start"])
+BlockLayout.__doc__ = """The blocks of the ``blocks`` cell schedule (:mod:`abm.cell_blocks`): per-axis maps
+coordinate -> block coordinate (int64), blocks along x and y, each block's position in the colour-major list
+(int64 (n_blocks,), block = bx + nbx (by + nby bz)) and where each of the 8 colours starts in that list (int64 (9,))."""
+
+BlockScratch = namedtuple(
+    "BlockScratch",
+    ["count", "start", "reserve", "cells", "free", "tumour", "weight", "counters", "cursor", "ids", "colours"],
+)
+BlockScratch.__doc__ = """Buffers of the blocks schedule, allocated once: cells per block and where each block's cells
+start in ``cells`` (int64 (n_blocks + 1,)), each block's first reserved slot for daughters (int64), the cells sorted by
+block (int64, capacity), per-block neighbour scratch (int64/float64 (n_blocks, n_offsets)), per-block event counters
+(int64 (n_blocks, N_COUNTERS)), per-block birth cursor and id counter (int64 (n_blocks,)), this step's colour order
+(int64 (8,))."""

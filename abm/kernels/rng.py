@@ -42,6 +42,7 @@ TRANSFER = 16
 INIT = 17
 MOVE_COUNT = 18
 TRANSFER_ROUND = 19
+BLOCK_COLOUR = 20
 
 
 @numba.njit(inline="always", **JIT)

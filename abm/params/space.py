@@ -48,6 +48,13 @@ class TimeParams(Group):
         gt=0,
         le=1e-2,
     )
+    cell_schedule: Literal["sequential", "blocks"] = P(
+        "sequential",
+        "-",
+        "order in which the cells act in a step: sequential (one seeded random order) or blocks (blocks of one "
+        "colour act in parallel; docs/model.md, scheduling)",
+        source="choice (numerics)",
+    )
 
 
 class InitParams(Group):

@@ -40,6 +40,7 @@ import numpy as np
 from mesa import Model
 from mesa.discrete_space import CellAgent, FixedAgent, OrthogonalMooreGrid
 
+from abm.cell_blocks import block_layout, reach_sites
 from abm.field_solver import FieldSolver
 from abm.kernels.cells import COUNTER_NAMES
 from abm.kernels.cells import CTL as CTL_CODE
@@ -383,6 +384,16 @@ class ReferenceModel(Model):
         self.permeability = np.array([p.species[s].vessel_permeability_per_min for s in self.species])
         self.plasma = np.zeros(len(self.species))
         self.therapy = scenario.make_therapy()
+        # the blocks cell schedule (docs/model.md, scheduling): which block each site is in, and its colour
+        self.site_block = self.block_colour = None
+        if p.time.cell_schedule == "blocks":
+            lay = block_layout((self.nx, self.ny, 1), periodic, reach_sites(self.rules))
+            x = np.arange(n_sites) % self.nx
+            y = np.arange(n_sites) // self.nx
+            block = lay.axis_x[x] + int(lay.nbx) * lay.axis_y[y]
+            self.site_block = block.tolist()
+            nb = int(block.max()) + 1
+            self.block_colour = [(b % int(lay.nbx)) % 2 + 2 * ((b // int(lay.nbx)) % 2) for b in range(nb)]
         self.step_index = 0
         self.counters: Counter = Counter()
         self.latest = self.observe()
@@ -422,6 +433,8 @@ class ReferenceModel(Model):
         # 3. cells, in random order; newborns wait; the dead do not act
         order = [a for a in self.agents if isinstance(a, LatticeCell)]
         self.random.shuffle(order)
+        if self.site_block is not None:
+            order = self.blocks_order(order)
         for a in order:
             if a.alive:
                 a.act()
@@ -438,6 +451,21 @@ class ReferenceModel(Model):
         # 5. observe
         self.step_index += 1
         self.latest = self.observe()
+
+    def blocks_order(self, order: list) -> list:
+        """The blocks schedule's visit: the colours in a random order, a colour's blocks in block order, a block's
+        cells in the order given (each cell in the block it starts the step in)."""
+        colours = list(range(8))
+        self.random.shuffle(colours)
+        by_block: dict[int, list] = {}
+        for a in order:
+            by_block.setdefault(self.site_block[a.site], []).append(a)
+        out = []
+        for col in colours:
+            for b in sorted(by_block):
+                if self.block_colour[b] == col:
+                    out.extend(by_block[b])
+        return out
 
     def local_signal(self, vessel: Vessel) -> float:
         """Extravasation drive at a vessel: c / (c + K_rec) of the chemokine there (1 without a chemokine)."""
