@@ -39,13 +39,7 @@ def block_of(site, geo, lay):
 @numba.njit(**JIT)
 def colour_order(key, out):
     """``out[:8]``: the order in which the colours act this step, drawn from (seed, step)."""
-    for j in range(N_COLOURS):
-        out[j] = j
-    for j in range(N_COLOURS - 1, 0, -1):
-        k = rng.randint(key.seed, key.step, j, rng.BLOCK_COLOUR, j + 1)
-        tmp = out[j]
-        out[j] = out[k]
-        out[k] = tmp
+    K.keyed_shuffle(N_COLOURS, key, rng.BLOCK_COLOUR, out)
 
 
 @numba.njit(**JIT)

@@ -357,16 +357,22 @@ def _lak_step(i, t, geo, r, key, counters, sc):
 
 
 @numba.njit(**JIT)
-def shuffled_order(n0, key, order):
-    """``order[:n0]``: a permutation of the cells ``0..n0-1`` that depends only on (seed, step) (Fisher-Yates with
+def keyed_shuffle(n, key, purpose, out):
+    """``out[:n]``: a permutation of ``0..n-1`` that depends only on (seed, step, purpose) (Fisher-Yates with
     keyed draws)."""
-    for j in range(n0):
-        order[j] = j
-    for j in range(n0 - 1, 0, -1):
-        k = rng.randint(key.seed, key.step, j, rng.ORDER, j + 1)
-        tmp = order[j]
-        order[j] = order[k]
-        order[k] = tmp
+    for j in range(n):
+        out[j] = j
+    for j in range(n - 1, 0, -1):
+        k = rng.randint(key.seed, key.step, j, purpose, j + 1)
+        tmp = out[j]
+        out[j] = out[k]
+        out[k] = tmp
+
+
+@numba.njit(**JIT)
+def shuffled_order(n0, key, order):
+    """``order[:n0]``: the step's visiting order of the cells ``0..n0-1``."""
+    keyed_shuffle(n0, key, rng.ORDER, order)
 
 
 @numba.njit(**JIT)
