@@ -125,7 +125,6 @@ def step_cells_blocks(t, geo, r, key, counters, sc, lay, bs):
     for ci in range(N_COLOURS):
         col = colours[ci]
         for b in range(lay.colour_start[col], lay.colour_start[col + 1]):
-            bs.reserve[b] = acc
             bs.cursor[b] = acc
             acc += bs.count[b]
     for s in range(n0, acc):
@@ -161,7 +160,6 @@ def empty_scratch(n_blocks: int, capacity: int, n_offsets: int):
     return BlockScratch(
         count=np.zeros(n_blocks + 1, np.int64),
         start=np.zeros(n_blocks + 1, np.int64),
-        reserve=np.zeros(n_blocks, np.int64),
         cells=np.zeros(capacity, np.int64),
         free=np.zeros((n_blocks, n_offsets), np.int64),
         tumour=np.zeros((n_blocks, n_offsets), np.int64),

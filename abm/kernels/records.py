@@ -89,10 +89,10 @@ coordinate -> block coordinate (int64), blocks along x and y, each block's posit
 
 BlockScratch = namedtuple(
     "BlockScratch",
-    ["count", "start", "reserve", "cells", "free", "tumour", "weight", "counters", "cursor", "ids", "colours"],
+    ["count", "start", "cells", "free", "tumour", "weight", "counters", "cursor", "ids", "colours"],
 )
 BlockScratch.__doc__ = """Buffers of the blocks schedule, allocated once: cells per block and where each block's cells
-start in ``cells`` (int64 (n_blocks + 1,)), each block's first reserved slot for daughters (int64), the cells sorted by
-block (int64, capacity), per-block neighbour scratch (int64/float64 (n_blocks, n_offsets)), per-block event counters
-(int64 (n_blocks, N_COUNTERS)), per-block birth cursor and id counter (int64 (n_blocks,)), this step's colour order
+start in ``cells`` (int64 (n_blocks + 1,)), the cells sorted by block (int64, capacity), per-block neighbour
+scratch (int64/float64 (n_blocks, n_offsets)), per-block event counters (int64 (n_blocks, N_COUNTERS)), per-block
+birth cursor (the next reserved daughter slot) and id counter (int64 (n_blocks,)), this step's colour order
 (int64 (8,))."""
