@@ -361,8 +361,12 @@ INTERRUPTIBLE = textwrap.dedent("""
 """)
 
 
-def _check_after_interruption(path: Path, before: str, tally: dict) -> None:
-    """0 corrupt outputs, 0 earlier complete files replaced by anything but a complete run."""
+def _check_after_interruption(path: Path, before: str, tally: dict, rc: int) -> None:
+    """0 corrupt outputs, 0 earlier complete files replaced by anything but a complete run.
+
+    A partial file marked complete is allowed only after SIGKILL: the one instant nothing can defer lies between
+    the writer marking its closed file complete and renaming it into place; such a file must verify whole.
+    """
     assert path.exists(), "the earlier complete file disappeared"
     if sha(path) == before:
         tally["untouched"] += 1
@@ -375,8 +379,14 @@ def _check_after_interruption(path: Path, before: str, tally: dict) -> None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 t = load(p)
-            assert t.complete is False
-            tally["partial readable"] += 1
+            if t.complete:
+                assert rc == -signal.SIGKILL, f"{p} is marked complete but its writer exited with {rc}"
+                verify(p)  # raises if damaged
+                tally["partial complete (killed before its rename)"] = (
+                    tally.get("partial complete (killed before its rename)", 0) + 1
+                )
+            else:
+                tally["partial readable"] += 1
         except (DamagedTrajectoryError, NotATrajectoryError):
             tally["partial unreadable (killed before its first flush)"] += 1
         p.unlink()
@@ -417,7 +427,7 @@ def test_interrupting_a_writer_at_random_instants_never_hurts_the_earlier_file(t
         rc, out, err = _interrupt([sys.executable, "-c", INTERRUPTIBLE, str(path)], path, sig, delay, after)
         assert rc in (0, 3, -signal.SIGKILL, -signal.SIGINT, -sig), (rc, err)
         assert "Segmentation" not in err and rc != -signal.SIGSEGV
-        _check_after_interruption(path, before, tally)
+        _check_after_interruption(path, before, tally, rc)
         before = sha(path)
     print(f"writer interruptions: {n}, {tally}")
     # a later writer is not blocked by what the killed ones left (stale lock, reserve)
@@ -448,7 +458,7 @@ def test_fifty_random_interruptions_of_abm_run_overwrite(tmp_path):
             assert last == "KeyboardInterrupt" and "abm/io" not in err and "abm/runner" not in err, err
             tally["traceback at start-up (CLI)"] = tally.get("traceback at start-up (CLI)", 0) + 1
         rcs[f"{signal.Signals(sig).name} rc {rc}"] = rcs.get(f"{signal.Signals(sig).name} rc {rc}", 0) + 1
-        _check_after_interruption(path, before, tally)
+        _check_after_interruption(path, before, tally, rc)
         before = sha(path)
     print(f"abm run --overwrite interrupted 50 times: {tally}; exits {rcs}")
     assert tally["untouched"] + tally["replaced by a complete run"] == 50
