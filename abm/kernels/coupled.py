@@ -64,13 +64,15 @@ cdiag : float64 (n_total,), sum of the couplings of the faces of each site (the 
 periodic : int64, 1 if every axis is periodic.
 """
 
-Work = namedtuple("Work", ["b", "r", "z", "p", "q", "mass", "diag", "invd", "xc", "bc", "partial"])
+Work = namedtuple("Work", ["b", "r", "z", "p", "q", "mass", "diag", "invd", "xc", "bc", "partial", "rows"])
 Work.__doc__ = """Scratch of one coupled species, allocated once.
 
 b, r, z, p, q : float64 (n_sites,), right-hand side, residual, preconditioned residual, search direction, A p.
 mass, diag, invd : float64 (n_total,), site term M, diagonal of A and its inverse, on every level.
 xc, bc : float64 (n_total - n_sites,), correction and right-hand side on the coarse levels.
 partial : float64 (n_slabs,), per-slab partial sums of the level-0 reductions.
+rows : float64 (NUMBA_NUM_THREADS, nx), one row of scratch per thread: a half-sweep or a residual row is computed
+    for every column into it (a contiguous loop LLVM vectorises), then the columns of one colour are kept.
 """
 
 #: A right-hand side with ||b||_2 below this (in the species' unit) is taken as zero. Its squares and those of the
@@ -153,7 +155,10 @@ def make_work(levels: Levels) -> Work:
     nx, ny, nz = (int(v) for v in levels.shape[0])
     n_slabs = nz if nz > 1 else ny
     vec = [np.zeros(n0) for _ in range(5)]
-    return Work(*vec, np.zeros(nt), np.zeros(nt), np.zeros(nt), np.zeros(nt - n0), np.zeros(nt - n0), np.zeros(n_slabs))
+    rows = np.zeros((numba.config.NUMBA_NUM_THREADS, nx))
+    return Work(
+        *vec, np.zeros(nt), np.zeros(nt), np.zeros(nt), np.zeros(nt - n0), np.zeros(nt - n0), np.zeros(n_slabs), rows
+    )
 
 
 # ----------------------------------------------------------------------------------------------- row helpers
@@ -271,10 +276,10 @@ def _odd_periodic(shape, per):
 
 
 @numba.njit(**JIT, inline="always")
-def _relax_row(arrs, fx, rw, nx, per, start, rev):
+def _relax_row(arrs, fx, rw, nx, per, start, rev, tb):
     """Gauss–Seidel update ``x_i = (b_i + sum g x_nb) / A_ii`` (``arrs = (x, b, invd)``) of columns start,
-    start + 2, ... of one row, descending if ``rev``; the end columns go through :func:`_nb_end`, the interior
-    through one explicit loop."""
+    start + 2, ... of one row, descending if ``rev``; the end columns go through :func:`_nb_end` (in order: across
+    an odd periodic x axis they are neighbours of one colour), the interior through a row of scratch ``tb``."""
     if start > nx - 1:
         return
     x, b, invd = arrs
@@ -293,17 +298,18 @@ def _relax_row(arrs, fx, rw, nx, per, start, rev):
         # 1-D views of the row and its neighbour rows: simple indexing, which LLVM schedules far better
         xr, br, ir = x[base : base + nx], b[base : base + nx], invd[base : base + nx]
         xym, xyp, xzm, xzp = x[ym : ym + nx], x[yp : yp + nx], x[zm : zm + nx], x[zp : zp + nx]
-        cnt = (hi - lo) // 2 + 1
-        if rev:
-            for j in range(cnt):
-                xx = hi - 2 * j
-                s = gym * xym[xx] + gyp * xyp[xx] + gzm * xzm[xx] + gzp * xzp[xx]
-                xr[xx] = (br[xx] + cx * (xr[xx - 1] + xr[xx + 1]) + fx[xx] * s) * ir[xx]
-        else:
-            for j in range(cnt):
-                xx = lo + 2 * j
-                s = gym * xym[xx] + gyp * xyp[xx] + gzm * xzm[xx] + gzp * xzp[xx]
-                xr[xx] = (br[xx] + cx * (xr[xx - 1] + xr[xx + 1]) + fx[xx] * s) * ir[xx]
+        # Every column lo..hi is computed from the old row (a contiguous loop that LLVM vectorises; strided, it
+        # does not), then the columns of this colour are stored. An updated interior column reads only
+        # other-colour values (x +- 1 of its row, the same column of other rows), so this is the Gauss–Seidel
+        # update bit for bit, in either order.
+        # (The loop runs over 1..nx-2, not lo..hi: Numba wraps negative indices, and only a start it can see is
+        # >= 1 lets LLVM drop that check and vectorise: 0.9 against 6.3 ns per site on 75^3.)
+        for xx in range(1, nx - 1):
+            s = gym * xym[xx] + gyp * xyp[xx] + gzm * xzm[xx] + gzp * xzp[xx]
+            tb[xx] = (br[xx] + cx * (xr[xx - 1] + xr[xx + 1]) + fx[xx] * s) * ir[xx]
+        xo, to = xr[lo:], tb[lo:]  # indices 2j >= 0: no negative-index check in the loop
+        for j in range((hi - lo) // 2 + 1):
+            xo[2 * j] = to[2 * j]
     if last_end and not rev:
         i = base + nx - 1
         x[i] = (b[i] + _nb_end(x, fx, rw, nx - 1, nx, per)) * invd[i]
@@ -320,7 +326,7 @@ def _relax_tasks(nx, ny, nz, per):
 
 
 @numba.njit(**JIT)
-def _relax_task(t, grid, arrs, colour, rev):
+def _relax_task(t, grid, arrs, colour, rev, tb):
     """Gauss–Seidel half-sweep (one colour) over the slab(s) of task t; forward order is ascending z, y, x and
     ``rev`` reverses it, including the two slabs of a paired task 0."""
     t = np.int64(t)
@@ -340,26 +346,26 @@ def _relax_task(t, grid, arrs, colour, rev):
             for jy in range(y1 - y0):
                 yy = y1 - 1 - jy if rev else y0 + jy
                 rw = _row(yy, zz, nx, ny, nz, per, cw, fr)
-                _relax_row(arrs, fx, rw, nx, per, (colour + yy + zz) & 1, rev)
+                _relax_row(arrs, fx, rw, nx, per, (colour + yy + zz) & 1, rev, tb)
 
 
 @numba.njit(**PARALLEL)
-def _relax_par(grid, arrs, colour, rev):
+def _relax_par(grid, arrs, colour, rev, rows):
     # Only arrays and scalars may cross into a prange body (Numba passes them to a gufunc): unpack, re-pack inside.
     shape, per, cw, fr = grid
     cx, cy, cz = cw
     x, b, invd = arrs
     ns, nt = _relax_tasks(shape[0], shape[1], shape[2], per)
     for t in numba.prange(nt):
-        _relax_task(t, (shape, per, (cx, cy, cz), fr), (x, b, invd), colour, rev)
+        _relax_task(t, (shape, per, (cx, cy, cz), fr), (x, b, invd), colour, rev, rows[numba.get_thread_id()])
 
 
 @numba.njit(**JIT)
-def _relax_ser(grid, arrs, colour, rev):
+def _relax_ser(grid, arrs, colour, rev, rows):
     shape = grid[0]
     ns, nt = _relax_tasks(shape[0], shape[1], shape[2], grid[1])
     for t in range(nt):
-        _relax_task(t, grid, arrs, colour, rev)
+        _relax_task(t, grid, arrs, colour, rev, rows[0])
 
 
 @numba.njit(**JIT)
@@ -393,7 +399,7 @@ def _first_red_ser(shape, arrs):
 
 
 @numba.njit(**JIT)
-def _smooth(grid, arrs, par, sweeps, rev, from_zero):
+def _smooth(grid, arrs, par, sweeps, rev, from_zero, rows):
     """``sweeps`` red–black sweeps; forward: red then black; ``rev``: black then red, each in reverse order.
     ``from_zero``: x is taken as 0 on entry (the first red half-sweep then reads no neighbours)."""
     shape, per = grid[0], grid[1]
@@ -410,18 +416,18 @@ def _smooth(grid, arrs, par, sweeps, rev, from_zero):
                     _first_red_ser(shape, arrs)
                     continue
             if par:
-                _relax_par(grid, arrs, colour, rev)
+                _relax_par(grid, arrs, colour, rev, rows)
             else:
-                _relax_ser(grid, arrs, colour, rev)
+                _relax_ser(grid, arrs, colour, rev, rows)
 
 
 # ----------------------------------------------------------------------------------------------- grid transfers
 
 
 @numba.njit(**JIT, inline="always")
-def _resid_row_add(arrs, fxr, rw, nx, per, start, step, dst):
+def _resid_row_add(arrs, fxr, rw, nx, per, start, step, dst, tb):
     """out[cb + x // 2] += (b - A x)_x for x = start, start + step, ... of one fine row; ``arrs = (x, b, diag)``,
-    ``dst = (out, cb)``."""
+    ``dst = (out, cb)``; ``tb`` a row of scratch (the interior residuals, all columns, then added by step)."""
     if start > nx - 1:
         return
     fx, fb, fdiag = arrs
@@ -436,18 +442,23 @@ def _resid_row_add(arrs, fxr, rw, nx, per, start, step, dst):
         xr, br, dr = fx[base : base + nx], fb[base : base + nx], fdiag[base : base + nx]
         xym, xyp, xzm, xzp = fx[ym : ym + nx], fx[yp : yp + nx], fx[zm : zm + nx], fx[zp : zp + nx]
         oc = out[cb : cb + (nx + 1) // 2]
-        cnt = (hi - lo) // step + 1
-        for j in range(cnt):
-            xx = lo + step * j
+        for xx in range(1, nx - 1):  # contiguous, from 1 (vectorised, see _relax_row); then added in the same order
             s = gym * xym[xx] + gyp * xyp[xx] + gzm * xzm[xx] + gzp * xzp[xx]
-            oc[xx // 2] += br[xx] - dr[xx] * xr[xx] + cx * (xr[xx - 1] + xr[xx + 1]) + fxr[xx] * s
+            tb[xx] = br[xx] - dr[xx] * xr[xx] + cx * (xr[xx - 1] + xr[xx + 1]) + fxr[xx] * s
+        if step == 1:
+            for xx in range(lo, hi + 1):
+                oc[xx // 2] += tb[xx]
+        else:  # lo and the coarse cell lo // 2 advance together
+            oo, to = oc[lo // 2 :], tb[lo:]
+            for j in range((hi - lo) // 2 + 1):
+                oo[j] += to[2 * j]
     if last == nx - 1 and nx > 1:
         i = base + nx - 1
         out[cb + (nx - 1) // 2] += fb[i] - fdiag[i] * fx[i] + _nb_end(fx, fxr, rw, nx - 1, nx, per)
 
 
 @numba.njit(**JIT)
-def _restrict_task(cs, grid, cshape, arrs, only, out):
+def _restrict_task(cs, grid, cshape, arrs, only, out, tb):
     """Coarse slab ``cs``: out[I] = sum over the children i of I of the residual (b - A x)_i (``arrs = (x, b,
     diag)`` of the fine level), children in ascending (z, y, x) order. ``only`` >= 0 adds the children of that colour
     only: right after a Gauss–Seidel half-sweep of the other colour the residual there is zero (in exact arithmetic),
@@ -467,24 +478,25 @@ def _restrict_task(cs, grid, cshape, arrs, only, out):
                 for yy in range(2 * ky, min(2 * ky + 2, ny)):
                     rw = _row(yy, zz, nx, ny, nz, per, cw, fr)
                     if only < 0:
-                        _resid_row_add(arrs, fxr, rw, nx, per, 0, 1, (out, cb))
+                        _resid_row_add(arrs, fxr, rw, nx, per, 0, 1, (out, cb), tb)
                     else:
-                        _resid_row_add(arrs, fxr, rw, nx, per, (only + yy + zz) & 1, 2, (out, cb))
+                        _resid_row_add(arrs, fxr, rw, nx, per, (only + yy + zz) & 1, 2, (out, cb), tb)
 
 
 @numba.njit(**PARALLEL)
-def _restrict_par(grid, cshape, arrs, only, out):
+def _restrict_par(grid, cshape, arrs, only, out, rows):
     shape, per, cw, fr = grid
     cx, cy, cz = cw
     x, b, diag = arrs
     for cs in numba.prange(_n_slabs(cshape[0], cshape[1], cshape[2])):
-        _restrict_task(cs, (shape, per, (cx, cy, cz), fr), cshape, (x, b, diag), only, out)
+        tb = rows[numba.get_thread_id()]
+        _restrict_task(cs, (shape, per, (cx, cy, cz), fr), cshape, (x, b, diag), only, out, tb)
 
 
 @numba.njit(**JIT)
-def _restrict_ser(grid, cshape, arrs, only, out):
+def _restrict_ser(grid, cshape, arrs, only, out, rows):
     for cs in range(_n_slabs(cshape[0], cshape[1], cshape[2])):
-        _restrict_task(cs, grid, cshape, arrs, only, out)
+        _restrict_task(cs, grid, cshape, arrs, only, out, rows[0])
 
 
 @numba.njit(**JIT)
@@ -581,13 +593,13 @@ def vcycle(lv, wk, rs, sweeps, par_min):
         x, b = _level_vectors(lv, wk, l)
         grid = _grid(lv, l, rs)
         par = e - o >= par_min
-        _smooth(grid, (x, b, wk.invd[o:e]), par, sweeps, False, True)
+        _smooth(grid, (x, b, wk.invd[o:e]), par, sweeps, False, True, wk.rows)
         out = _level_vectors(lv, wk, l + 1)[1]
         only = -1 if _odd_periodic(grid[0], grid[1]) else 0  # the forward sweep ends with black: red residuals remain
         if par:
-            _restrict_par(grid, lv.shape[l + 1], (x, b, wk.diag[o:e]), only, out)
+            _restrict_par(grid, lv.shape[l + 1], (x, b, wk.diag[o:e]), only, out, wk.rows)
         else:
-            _restrict_ser(grid, lv.shape[l + 1], (x, b, wk.diag[o:e]), only, out)
+            _restrict_ser(grid, lv.shape[l + 1], (x, b, wk.diag[o:e]), only, out, wk.rows)
     oc = lv.off[nl - 1]  # the coarsest level is one site without couplings
     wk.xc[oc - n0] = wk.bc[oc - n0] * wk.invd[oc]
     for l in range(nl - 2, -1, -1):  # up: prolong, smooth in reverse
@@ -600,7 +612,7 @@ def vcycle(lv, wk, rs, sweeps, par_min):
             _prolong_par(x, cxv, lv.shape[l], lv.shape[l + 1])
         else:
             _prolong_ser(x, cxv, lv.shape[l], lv.shape[l + 1])
-        _smooth(_grid(lv, l, rs), (x, b, wk.invd[o:e]), par, sweeps, True, False)
+        _smooth(_grid(lv, l, rs), (x, b, wk.invd[o:e]), par, sweeps, True, False, wk.rows)
 
 
 # ----------------------------------------------------------------------------------------------- level-0 vector ops
