@@ -425,13 +425,13 @@ def _smooth(grid, arrs, par, sweeps, rev, from_zero, rows):
 
 
 @numba.njit(**JIT, inline="always")
-def _resid_row_add(arrs, fxr, rw, nx, per, start, step, dst, tb):
+def _resid_row_add(arrs, fxr, rw, nx, per, start, step, dst):
     """out[cb + x // 2] += (b - A x)_x for x = start, start + step, ... of one fine row; ``arrs = (x, b, diag)``,
-    ``dst = (out, cb)``; ``tb`` a row of scratch (the interior residuals, all columns, then added by step)."""
+    ``dst = (out, cb, tb)``, ``tb`` a row of scratch (the interior residuals, all columns, then added by step)."""
     if start > nx - 1:
         return
     fx, fb, fdiag = arrs
-    out, cb = dst
+    out, cb, tb = dst
     base, ym, yp, zm, zp, cx, gym, gyp, gzm, gzp = rw
     if start == 0:
         out[cb] += fb[base] - fdiag[base] * fx[base] + _nb_end(fx, fxr, rw, 0, nx, per)
@@ -478,9 +478,9 @@ def _restrict_task(cs, grid, cshape, arrs, only, out, tb):
                 for yy in range(2 * ky, min(2 * ky + 2, ny)):
                     rw = _row(yy, zz, nx, ny, nz, per, cw, fr)
                     if only < 0:
-                        _resid_row_add(arrs, fxr, rw, nx, per, 0, 1, (out, cb), tb)
+                        _resid_row_add(arrs, fxr, rw, nx, per, 0, 1, (out, cb, tb))
                     else:
-                        _resid_row_add(arrs, fxr, rw, nx, per, (only + yy + zz) & 1, 2, (out, cb), tb)
+                        _resid_row_add(arrs, fxr, rw, nx, per, (only + yy + zz) & 1, 2, (out, cb, tb))
 
 
 @numba.njit(**PARALLEL)
