@@ -298,7 +298,7 @@ def _relax_row(arrs, fx, rw, nx, per, start, rev, tb):
         # 1-D views of the row and its neighbour rows: simple indexing, which LLVM schedules far better
         xr, br, ir = x[base : base + nx], b[base : base + nx], invd[base : base + nx]
         xym, xyp, xzm, xzp = x[ym : ym + nx], x[yp : yp + nx], x[zm : zm + nx], x[zp : zp + nx]
-        # Every column lo..hi is computed from the old row (a contiguous loop that LLVM vectorises; strided, it
+        # Every interior column is computed from the old row (a contiguous loop that LLVM vectorises; strided, it
         # does not), then the columns of this colour are stored. An updated interior column reads only
         # other-colour values (x +- 1 of its row, the same column of other rows), so this is the Gauss–Seidel
         # update bit for bit, in either order.
